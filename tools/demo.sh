@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on the bundled default: set up the environment if needed, train a detector on the
+# demo shapes, evaluate it with COCO mAP, and print its efficiency table.
+#   bash tools/demo.sh [CONFIG]            (WORK_DIR=work_dirs/demo by default)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$ROOT/tools/setup_env.sh"
+cd "$ROOT"
+PY=${MMEFF_VENV:-$ROOT/.venv}/bin/python
+CONFIG=${1:-configs/demo/rtdetr_r18_demo.py}
+WORK_DIR=${WORK_DIR:-work_dirs/demo}
+
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR"
+"$PY" tools/test.py "$CONFIG" "$(cat "$WORK_DIR/last_checkpoint")" --work-dir "$WORK_DIR/test"
+"$PY" tools/benchmark.py "$CONFIG" --metrics params flops latency --img-size 256
