@@ -1,0 +1,219 @@
+"""RT-DETR as an mmdet ``DetectionTransformer``.
+
+RT-DETR, Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", CVPR 2024,
+https://arxiv.org/abs/2304.08069.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import ConvModule
+from mmdet.models.detectors import DINO, DetectionTransformer
+from mmdet.structures import OptSampleList
+from torch import Tensor
+
+from mmeff.registry import DET_MODELS
+from ..layers.rtdetr_decoder import RTDETRTransformerDecoder
+
+ANCHOR_CACHE_SIZE = 16
+
+
+@DET_MODELS.register_module()
+class RTDETR(DINO):
+    """RT-DETR: backbone -> hybrid encoder (the neck) -> top-K query selection -> decoder.
+
+    DINO's flow (``pre_transformer -> forward_encoder -> pre_decoder -> forward_decoder``) with
+    RT-DETR's parts: the hybrid encoder is the neck, so ``forward_encoder`` is the identity; the
+    queries are the top-K encoder tokens themselves (no learned query content), their initial boxes
+    the encoder boxes on anchors of every feature cell; contrastive denoising is DINO's.
+
+    Args:
+        feat_channels (Sequence[int]): Channels of the neck's maps. Defaults to (256, 256, 256).
+        num_feature_levels (int): Number of maps. Defaults to 3.
+        grid_size (float): Anchor side on level 0, doubled on each level. Defaults to 0.05.
+        anchor_eps (float): Anchors closer than this to the image border are invalid.
+            Defaults to 0.01.
+        dn_cfg (dict): ``CdnQueryGenerator`` arguments; defaults to RT-DETR's 100 denoising
+            queries, label noise 0.5, box noise 1.0.
+        test_cfg (dict): ``max_per_img`` (top-K over queries x classes, default 300) and
+            ``eval_idx``: the last decoder layer to run at inference (-1 = the last layer),
+            speed tuning without retraining.
+        Others: see :class:`DetectionTransformer` (``decoder`` configures
+            :class:`RTDETRTransformerDecoder`, ``num_queries`` is K = 300).
+    """
+
+    def __init__(self,
+                 *args,
+                 feat_channels: Sequence[int] = (256, 256, 256),
+                 num_feature_levels: int = 3,
+                 grid_size: float = 0.05,
+                 anchor_eps: float = 1e-2,
+                 num_queries: int = 300,
+                 dn_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        if len(feat_channels) != num_feature_levels:
+            raise ValueError(f'feat_channels {tuple(feat_channels)} must list one channel count '
+                             f'per feature level ({num_feature_levels}).')
+        self.feat_channels = tuple(feat_channels)
+        self.grid_size = grid_size
+        self.anchor_eps = anchor_eps
+        self._anchor_cache: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+        if dn_cfg is None:
+            dn_cfg = dict(label_noise_scale=0.5, box_noise_scale=1.0,
+                          group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=100))
+        super().__init__(*args, num_queries=num_queries, dn_cfg=dn_cfg, with_box_refine=True,
+                         as_two_stage=True, num_feature_levels=num_feature_levels, **kwargs)
+        eval_idx = (self.test_cfg or {}).get('eval_idx', -1)
+        num_layers = self.decoder.num_layers
+        if not -num_layers <= eval_idx < num_layers:
+            raise ValueError(f'test_cfg.eval_idx={eval_idx} is not a layer of the '
+                             f'{num_layers}-layer decoder: use -1 (last) or 0..{num_layers - 1}.')
+        self.num_eval_layers = eval_idx % num_layers + 1
+
+    def _init_layers(self) -> None:
+        """Input projections, the decoder and the encoder-output projection."""
+        self.decoder = RTDETRTransformerDecoder(**self.decoder)
+        self.embed_dims = self.decoder.embed_dims
+        self.input_proj = nn.ModuleList(
+            ConvModule(channels, self.embed_dims, 1, norm_cfg=dict(type='BN'), act_cfg=None)
+            for channels in self.feat_channels)
+        self.enc_output = nn.Sequential(nn.Linear(self.embed_dims, self.embed_dims),
+                                        nn.LayerNorm(self.embed_dims))
+
+    def init_weights(self) -> None:
+        """Children init themselves; Xavier on the projections as the official code.
+
+        DINO's and Deformable DETR's ``init_weights`` are skipped: they initialize a transformer
+        encoder that RT-DETR does not have.
+        """
+        DetectionTransformer.init_weights(self)
+        nn.init.xavier_uniform_(self.enc_output[0].weight)
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj.conv.weight)
+
+    def pre_transformer(self, img_feats: Tuple[Tensor],
+                        batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
+        """Project each level to ``embed_dims``, flatten the levels into one sequence, and get
+        the anchors of these shapes.
+
+        Returns:
+            tuple[dict, dict]: ``feat`` (B, N, C), ``anchors``, ``valid_mask`` for the encoder;
+            ``spatial_shapes`` [(h, w)] and ``valid_ratios`` (B, 2) for the decoder.
+        """
+        if len(img_feats) != self.num_feature_levels:
+            raise ValueError(f'The neck gives {len(img_feats)} maps, the decoder expects '
+                             f'{self.num_feature_levels}: set num_feature_levels (and the '
+                             f"decoder layers' num_levels) to match the neck.")
+        feats = [proj(feat) for proj, feat in zip(self.input_proj, img_feats)]
+        spatial_shapes = [tuple(feat.shape[2:]) for feat in feats]
+        memory = torch.cat([feat.flatten(2).transpose(1, 2) for feat in feats], 1)  # (B, N, C)
+        ratios = self.get_valid_ratios(batch_data_samples, memory.size(0))
+        anchors, valid_mask, valid_ratios = self.generate_anchors(spatial_shapes, ratios,
+                                                                  memory.device)
+        encoder_inputs = dict(feat=memory, anchors=anchors, valid_mask=valid_mask)
+        return encoder_inputs, dict(spatial_shapes=spatial_shapes, valid_ratios=valid_ratios)
+
+    @staticmethod
+    def get_valid_ratios(batch_data_samples: OptSampleList,
+                         batch_size: int) -> Tuple[Tuple[float, float], ...]:
+        """Fraction (w, h) of the padded batch each image covers; ones without metainfo."""
+        if not batch_data_samples or 'batch_input_shape' not in batch_data_samples[0].metainfo:
+            return ((1.0, 1.0), ) * batch_size
+        ratios = []
+        for sample in batch_data_samples:
+            (img_h, img_w), (pad_h, pad_w) = sample.img_shape, sample.batch_input_shape
+            ratios.append((img_w / pad_w, img_h / pad_h))
+        return tuple(ratios)
+
+    def forward_encoder(self, feat: Tensor, anchors: Tensor, valid_mask: Tensor) -> Dict:
+        """The identity: RT-DETR's (hybrid) encoder is the neck."""
+        return dict(memory=feat, anchors=anchors, valid_mask=valid_mask)
+
+    def generate_anchors(self, spatial_shapes: List[Tuple[int, int]],
+                         valid_ratios: Sequence[Tuple[float, float]],
+                         device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        """One anchor per feature cell: its centre and a square of ``grid_size * 2 ** level``.
+
+        Anchors are normalized to each image's valid region; those within ``anchor_eps`` of its
+        border (or in the padding) are invalid. Float32 (also under AMP) and cached per shapes
+        and ratios (a small LRU), so a fixed input size allocates them once.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: anchors (B, N, 4) in logit space (``inf`` where
+            invalid), the valid mask (B, N, 1) and the valid ratios (B, 2) as a tensor.
+        """
+        key = (tuple(spatial_shapes), tuple(valid_ratios), device)
+        if key in self._anchor_cache:
+            self._anchor_cache[key] = self._anchor_cache.pop(key)  # most recently used last
+            return self._anchor_cache[key]
+        anchors = []
+        for level, (h, w) in enumerate(spatial_shapes):
+            ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                                    torch.arange(w, device=device, dtype=torch.float32),
+                                    indexing='ij')
+            centres = torch.stack([(xs + 0.5) / w, (ys + 0.5) / h], -1).flatten(0, 1)  # (h*w, 2)
+            sizes = torch.full_like(centres, self.grid_size * 2.0**level)
+            anchors.append(torch.cat([centres, sizes], -1))
+        ratios = torch.tensor(valid_ratios, device=device)
+        # From fractions of the padded maps to fractions of each image: (B, N, 4).
+        anchors = torch.cat(anchors)[None] / ratios.repeat(1, 2)[:, None]
+        eps = self.anchor_eps
+        valid_mask = ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
+        anchors = torch.log(anchors / (1 - anchors)).masked_fill(~valid_mask, float('inf'))
+        if len(self._anchor_cache) >= ANCHOR_CACHE_SIZE:
+            self._anchor_cache.pop(next(iter(self._anchor_cache)))
+        self._anchor_cache[key] = (anchors, valid_mask, ratios)
+        return self._anchor_cache[key]
+
+    def pre_decoder(self, memory: Tensor, anchors: Tensor, valid_mask: Tensor,
+                    batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
+        """Top-K query selection from the encoder tokens, plus the denoising queries in training.
+
+        Returns:
+            tuple[dict, dict]: decoder inputs (``query`` (B, Q, C), ``memory``,
+            ``reference_boxes`` (B, Q, 4) in [0, 1], ``dn_mask``) and head inputs (the encoder's
+            top-K logits, boxes, P(X) logits and ``dn_meta``; empty at inference).
+        """
+        enc_memory = self.enc_output(memory * valid_mask.to(memory.dtype))
+        selected = self.bbox_head.select_queries(enc_memory, anchors, valid_mask, self.num_queries)
+        # The queries are the selected tokens (detached, as the official code), not learned.
+        indices = selected['indices'][..., None].expand(-1, -1, self.embed_dims)
+        query = enc_memory.gather(1, indices).detach()
+        reference_unact = selected['coords_unact'].detach()
+        if not self.training:
+            decoder_inputs = dict(query=query, memory=memory,
+                                  reference_boxes=reference_unact.sigmoid(), dn_mask=None)
+            return decoder_inputs, dict()
+        dn_label_query, dn_bbox_query, dn_mask, dn_meta = self.dn_query_generator(
+            batch_data_samples)
+        if dn_meta['num_denoising_queries'] == 0:
+            # No GT box in this batch: keep the label embedding in the graph so that DDP does not
+            # wait forever for its gradient.
+            query = query + 0 * self.dn_query_generator.label_embedding.weight.sum()
+        decoder_inputs = dict(
+            query=torch.cat([dn_label_query, query], 1),
+            memory=memory,
+            reference_boxes=torch.cat([dn_bbox_query, reference_unact], 1).sigmoid(),
+            dn_mask=dn_mask)
+        head_inputs = dict(
+            enc_outputs_class=selected['cls'],
+            enc_outputs_coord=selected['coords_unact'].sigmoid(),
+            dn_meta=dn_meta)
+        if selected['iou'] is not None:
+            head_inputs['enc_outputs_iou'] = selected['iou']
+        return decoder_inputs, head_inputs
+
+    def forward_decoder(self, query: Tensor, memory: Tensor, reference_boxes: Tensor,
+                        spatial_shapes: List[Tuple[int, int]], valid_ratios: Tensor,
+                        dn_mask: Optional[Tensor] = None) -> Dict:
+        """Run the decoder; at inference only up to ``test_cfg.eval_idx``.
+
+        Returns:
+            dict: ``hidden_states`` (num_layers_run, B, Q, C) and ``references`` (see
+            :meth:`RTDETRTransformerDecoder.forward`).
+        """
+        hidden_states, references = self.decoder(
+            query, memory, reference_boxes, spatial_shapes, valid_ratios,
+            reg_branches=self.bbox_head.reg_branches, self_attn_mask=dn_mask,
+            num_layers_to_run=None if self.training else self.num_eval_layers)
+        return dict(hidden_states=hidden_states, references=references)

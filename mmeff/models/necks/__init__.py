@@ -1,0 +1,3 @@
+from . import aifi
+from . import ccff
+from . import hybrid_encoder
