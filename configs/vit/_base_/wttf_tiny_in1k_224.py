@@ -1,0 +1,3 @@
+# The ViT-Tiny size class of Which Transformer to Favor on the shared recipe.
+_base_ = ['./wttf_in1k_224.py']
+model = dict(backbone=dict(arch='tiny'), head=dict(in_channels=192))

@@ -1,0 +1,3 @@
+# EViT, keep rate 0.7 at blocks 4, 7, 10, ViT-Small/16 on ImageNet-1k at 224 px (token removal).
+_base_ = '../_base_/wttf_small_in1k_224.py'
+model = dict(backbone=dict(reducers=[dict(type='EViTReorganize', keep_rate=0.7, layer=i) for i in (3, 6, 9)]))

@@ -1,0 +1,3 @@
+# Informer ProbSparse attention, c = 5, ViT-Tiny/16 on ImageNet-1k at 224 px (sparse attention).
+_base_ = '../_base_/wttf_tiny_in1k_224.py'
+model = dict(backbone=dict(mixer=dict(type='ProbSparseAttention', factor=5)))

@@ -1,0 +1,3 @@
+# Synthesizer, factorized random, ViT-Tiny/16 on ImageNet-1k at 224 px (fixed attention).
+_base_ = '../_base_/wttf_tiny_in1k_224.py'
+model = dict(backbone=dict(mixer=dict(type='FactorizedRandomSynthesizer', rank=8)))

@@ -1,0 +1,3 @@
+# ToMe, r = 13 merges per block, ViT-Base/16 on ImageNet-1k at 224 px (token merging).
+_base_ = '../_base_/wttf_base_in1k_224.py'
+model = dict(backbone=dict(reducers=[dict(type='ToMeMerge', r=13, layer=i) for i in range(12)]))

@@ -1,0 +1,2 @@
+# ViT baseline (DeiT III, LayerScale), ViT-Small/16 on ImageNet-1k at 224 px (baseline).
+_base_ = '../_base_/wttf_small_in1k_224.py'

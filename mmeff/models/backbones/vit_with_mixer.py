@@ -1,0 +1,226 @@
+"""The isotropic ViT skeleton of *Which Transformer to Favor* with swappable parts.
+
+ViT (Dosovitskiy et al., https://arxiv.org/abs/2010.11929) as trained by DeiT III (Touvron et al.,
+https://arxiv.org/abs/2204.07118): patch embedding, a class token without position embedding,
+LayerScale, qkv bias, LayerNorm eps 1e-6. Its token mixer, its MLP block and the token-sequence
+reducers between blocks are registered parts (``mmeff.models.layers.vit_blocks``).
+"""
+import math
+from types import MappingProxyType
+from typing import Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from mmcv.cnn.bricks.transformer import PatchEmbed
+from mmengine.logging import print_log
+from mmengine.model.weight_init import trunc_normal_
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from mmpretrain.models.utils import resize_pos_embed
+from torch import nn
+
+from mmeff.registry import register_backbone
+from ..mixers.softmax_attention import SoftmaxAttention
+from ..layers.vit_blocks import (MLP_BLOCKS, TOKEN_MIXERS, TOKEN_REDUCERS, ViTBlock,
+                                 build_vit_part)
+
+# The size classes of the paper (one source of truth; read-only so no factory can change it).
+VIT_ARCHS: Mapping[str, Mapping[str, float]] = MappingProxyType({
+    'tiny': MappingProxyType(dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)),
+    'small': MappingProxyType(dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)),
+    'base': MappingProxyType(dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0)),
+})
+
+
+def resolve_arch(arch: Union[str, Mapping], archs: Mapping[str, Mapping]) -> dict:
+    """A copy of the named size from ``archs``, or of a custom ``arch`` dict with the same keys."""
+    if isinstance(arch, str):
+        if arch not in archs:
+            raise KeyError(f'unknown arch {arch!r}; choose one of {", ".join(archs)} '
+                           'or pass a dict with the same keys')
+        return dict(archs[arch])
+    required = set(next(iter(archs.values())))
+    if set(arch) != required:
+        raise KeyError(f'a custom arch needs exactly the keys {sorted(required)}, got {sorted(arch)}')
+    return dict(arch)
+
+
+def check_divisible(size: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
+    """The patch grid of an image ``size``; a clear error when the patches don't tile it."""
+    for side in size:
+        if side % patch_size:
+            lower = side // patch_size * patch_size
+            raise ValueError(f'image size {side} is not divisible by patch_size={patch_size}; '
+                             f'valid sizes are multiples of {patch_size}, the nearest are '
+                             f'{lower} and {lower + patch_size}')
+    return size[0] // patch_size, size[1] // patch_size
+
+
+@register_backbone
+class ViTWithMixer(BaseBackbone):
+    """Isotropic ViT whose token mixer, MLP block and token reducers are registered parts.
+
+    The ViT/DeiT-III baseline of *Which Transformer to Favor* (https://arxiv.org/abs/2308.09372)
+    with the defaults; e.g. ``mixer=dict(type='LinformerAttention', proj_len=64)`` gives Linformer.
+
+    Args:
+        arch: ``'tiny'`` (192/12/3), ``'small'`` (384/12/6), ``'base'`` (768/12/12) or a dict with
+            ``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``.
+        img_size: the training resolution; position embeddings are learned for its patch grid and
+            resized (bicubic) for other input sizes and for checkpoints of other sizes.
+        patch_size: the patch side in pixels.
+        qkv_bias: bias of the query/key/value projection.
+        init_values: LayerScale init; ``None`` disables LayerScale.
+        drop_rate: dropout after the position embedding and in the MLP.
+        drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
+        norm_eps: LayerNorm epsilon.
+        with_cls_token: prepend a class token (without position embedding, as DeiT III).
+        out_type: ``'cls_token'`` or ``'avg'`` (mean of the final tokens, e.g. GFNet).
+        mixer: config of the token mixer (``TOKEN_MIXERS``).
+        mlp: config of the MLP block (``MLP_BLOCKS``).
+        reducers: token-sequence reducers (``TOKEN_REDUCERS``), each with a ``layer`` key: the
+            index of the block it runs before or in (see ``vit_blocks``).
+    """
+
+    def __init__(self,
+                 arch: Union[str, Mapping] = 'tiny',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 qkv_bias: bool = True,
+                 init_values: Optional[float] = 1e-4,
+                 drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0,
+                 norm_eps: float = 1e-6,
+                 with_cls_token: bool = True,
+                 out_type: str = 'cls_token',
+                 mixer: Mapping = MappingProxyType(dict(type='SoftmaxAttention')),
+                 mlp: Mapping = MappingProxyType(dict(type='Mlp')),
+                 reducers: Sequence[Mapping] = (),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        size = resolve_arch(arch, VIT_ARCHS)
+        self.embed_dim = embed_dim = size['embed_dim']
+        self.depth = depth = size['depth']
+        if out_type not in ('cls_token', 'avg'):
+            raise ValueError(f"out_type must be 'cls_token' or 'avg', got {out_type!r}")
+        if out_type == 'cls_token' and not with_cls_token:
+            raise ValueError("out_type='cls_token' needs with_cls_token=True; use out_type='avg'")
+        self.out_type = out_type
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.patch_size = patch_size
+        self.grid_size = check_divisible(self.img_size, patch_size)
+
+        self.patch_embed = PatchEmbed(
+            in_channels=in_channels,
+            embed_dims=embed_dim,
+            kernel_size=patch_size,
+            stride=patch_size,
+            padding=0,
+            norm_cfg=None)
+        self.num_prefix_tokens = int(with_cls_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if with_cls_token else None
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))  # 1, N, C
+        self.pos_drop = nn.Dropout(drop_rate)
+        self._register_load_state_dict_pre_hook(self._resize_loaded_pos_embed)
+
+        context = dict(
+            embed_dim=embed_dim,
+            num_heads=size['num_heads'],
+            mlp_ratio=size['mlp_ratio'],
+            qkv_bias=qkv_bias,
+            drop_rate=drop_rate,
+            grid_size=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            num_tokens=num_patches + self.num_prefix_tokens)
+        before, inside = {}, {}
+        for cfg in reducers:
+            cfg = dict(cfg)
+            layer = cfg.pop('layer')
+            if not 0 <= layer < depth or layer in before or layer in inside:
+                raise ValueError(f'reducer layer={layer} must be a block index in [0, {depth}) '
+                                 'holding no other reducer')
+            reducer = build_vit_part(TOKEN_REDUCERS, cfg, **context)
+            (before if reducer.position == 'before_block' else inside)[layer] = reducer
+        self.reducers = nn.ModuleDict({str(layer): reducer for layer, reducer in before.items()})
+        drop_path_rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear rule
+        self.blocks = nn.ModuleList(
+            ViTBlock(
+                embed_dim,
+                mixer=build_vit_part(TOKEN_MIXERS, mixer, **context),
+                mlp=build_vit_part(MLP_BLOCKS, mlp, **context),
+                init_values=init_values,
+                drop_path_rate=drop_path_rates[i],
+                norm_eps=norm_eps,
+                reducer=inside.get(i)) for i in range(depth))
+        for reducer in before.values():
+            if getattr(reducer, 'masks_attention', False) and not isinstance(self.blocks[0].mixer, SoftmaxAttention):
+                raise ValueError(f'{type(reducer).__name__} masks the attention of later blocks: '
+                                 'use SoftmaxAttention as mixer')
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+
+    def train(self, mode: bool = True) -> 'ViTWithMixer':
+        # BaseBackbone.train returns None; keep nn.Module's contract so `model.eval()` chains.
+        super().train(mode)
+        return self
+
+    def init_weights(self):
+        super().init_weights()
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+            trunc_normal_(self.pos_embed, std=0.02)
+            if self.cls_token is not None:
+                trunc_normal_(self.cls_token, std=0.02)
+
+    def _resize_loaded_pos_embed(self, state_dict, prefix, *args, **kwargs):
+        """Resize a checkpoint's position embedding trained at another resolution (224 -> 384)."""
+        key = prefix + 'pos_embed'
+        if key not in state_dict or state_dict[key].shape == self.pos_embed.shape:
+            return
+        src_len = state_dict[key].shape[1]
+        src_side = math.isqrt(src_len)
+        if src_side * src_side != src_len:
+            raise ValueError(f'cannot resize a checkpoint pos_embed of {src_len} tokens: '
+                             'only square source grids are supported')
+        print_log(f'resize {key} from grid {src_side}x{src_side} to {self.grid_size}', logger='current')
+        state_dict[key] = resize_pos_embed(
+            state_dict[key], (src_side, src_side), self.grid_size, num_extra_tokens=0)
+
+    def pos_embed_for(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """Position embedding of a patch grid: the learned one, bicubically resized if needed."""
+        if grid == self.grid_size:
+            return self.pos_embed
+        return resize_pos_embed(self.pos_embed, self.grid_size, grid, num_extra_tokens=0)
+
+    def forward_patch_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, H, W] -> tokens after the blocks (before the final norm) [B, N', C]."""
+        check_divisible(tuple(x.shape[-2:]), self.patch_size)
+        x, hw = self.patch_embed(x)  # B, N, C
+        x = x + self.pos_embed_for(hw)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.pos_drop(x)
+        state = {}  # shared by the token reducers and blocks of this pass
+        for i, block in enumerate(self.blocks):
+            if str(i) in self.reducers:
+                x, hw = self.reducers[str(i)](x, hw, block.mixer, state)
+            x, hw = block(x, hw, state)
+        return x
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
+        x = self.norm(self.forward_patch_stage(x))
+        return (x[:, 0] if self.out_type == 'cls_token' else x[:, self.num_prefix_tokens:].mean(dim=1), )
+
+
+def timm_vit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """Rename a timm ``VisionTransformer`` state dict (``no_embed_class=True``, e.g. DeiT III) for an
+    ``ImageClassifier`` with a ``ViTWithMixer`` backbone and a ``LinearClsHead``."""
+    renames = (('patch_embed.proj.', 'patch_embed.projection.'), ('.attn.', '.mixer.'),
+               ('.ls1.gamma', '.ls1.weight'), ('.ls2.gamma', '.ls2.weight'))
+    converted = {}
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            converted['head.fc.' + key[len('head.'):]] = value
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        converted['backbone.' + key] = value
+    return converted

@@ -1,0 +1,63 @@
+"""The multi-head frame shared by the attention-like token mixers.
+
+Softmax attention and most of its efficient replacements share the same frame: project tokens to
+queries, keys and values, split the channels into heads, attend, merge the heads, project back.
+A mixer of this family only writes ``attend`` (its paper's method section).
+"""
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from ..layers.vit_blocks import HW
+
+
+class MultiHeadMixer(nn.Module):
+    """Base of the attention-like mixers: ``proj(attend(q, k, v))`` over ``num_heads`` heads."""
+
+    def __init__(self,
+                 embed_dim: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(embed_dim, embed_dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def split_qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, N, C] -> q, k, v, each [B, heads, N, head_dim]."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: HW) -> torch.Tensor:
+        """q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim]."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, hw: HW, **attend_kwargs) -> torch.Tensor:
+        B, N, C = x.shape
+        out = self.attend(*self.split_qkv(x), hw, **attend_kwargs)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+
+
+def check_grid(hw: HW, grid_size: Tuple[int, int], mixer: str) -> None:
+    """Raise a clear error when a mixer learned for one patch grid gets another."""
+    if hw is None or tuple(hw) != tuple(grid_size):
+        raise ValueError(f'{mixer} has weights for a {grid_size[0]}x{grid_size[1]} patch grid but got '
+                         f'{hw}: the valid input size is grid x patch_size (e.g. 14x16 = 224 px); build '
+                         'the model with the new img_size to fine-tune at another resolution')
+
+
+def split_grid(x: torch.Tensor, hw: Tuple[int, int],
+               num_prefix_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """[B, P + h*w, C] -> prefix tokens [B, P, C] and the patch grid [B, h, w, C]."""
+    prefix, patches = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+    return prefix, patches.reshape(x.shape[0], hw[0], hw[1], x.shape[-1])
