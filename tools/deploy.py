@@ -1,0 +1,72 @@
+"""Export with mmdeploy and run / time the export (protocol and numbers: docs/deploy.md).
+
+    python tools/deploy.py export DEPLOY_CFG MODEL_CFG OUT.onnx [--checkpoint CKPT] [--eval-idx I]
+    python tools/deploy.py compare DEPLOY_CFG MODEL_CFG [MODEL_CFG ...] [--work-dir DIR]
+        [--warmup 3] [--repeats 10] [--threads N]     # ONNX Runtime vs PyTorch eager latency
+    python tools/deploy.py tensorrt DEPLOY_CFG MODEL_CFG OUT.engine [--checkpoint CKPT]
+        [--images A.npy ...]                          # GPU + TensorRT machines only
+"""
+import argparse
+import os.path as osp
+
+from mmeff.deploy import build_deploy_model, export_onnx
+from mmeff.deploy.compare import compare_latency
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='mmeff deployment (mmdeploy + ONNX Runtime)')
+    sub = parser.add_subparsers(dest='command', required=True)
+    for name in ('export', 'tensorrt'):
+        p = sub.add_parser(name)
+        p.add_argument('deploy_cfg')
+        p.add_argument('model_cfg')
+        p.add_argument('out', help='.onnx (export) or .engine (tensorrt) file to write')
+        p.add_argument('--checkpoint')
+        p.add_argument('--eval-idx', type=int, help='last RT-DETR decoder layer to run')
+    sub.choices['tensorrt'].add_argument(
+        '--images', nargs='*', help='pre-processed 1x3x640x640 float32 .npy inputs to average the '
+        'latency over (the paper: COCO val2017); a random input when omitted')
+    p = sub.add_parser('compare')
+    p.add_argument('deploy_cfg')
+    p.add_argument('model_cfgs', nargs='+')
+    p.add_argument('--work-dir', default='work_dirs/deploy')
+    p.add_argument('--eval-idx', type=int)
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=10)
+    p.add_argument('--threads', type=int)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.command == 'compare':
+        print(f'{"model":<24} {"input":<18} {"threads":>7} {"pytorch ms":>11} {"ort ms":>8} {"ort/pt":>7}')
+        for model_cfg in args.model_cfgs:
+            name = osp.splitext(osp.basename(model_cfg))[0]
+            r = compare_latency(args.deploy_cfg, model_cfg, osp.join(args.work_dir, f'{name}.onnx'),
+                                eval_idx=args.eval_idx, warmup=args.warmup, repeats=args.repeats,
+                                num_threads=args.threads)
+            print(f'{name:<24} {"x".join(map(str, r["input_shape"])):<18} {r["threads"]:>7} '
+                  f'{1e3 * r["pytorch"]["median"]:>11.1f} {1e3 * r["onnxruntime"]["median"]:>8.1f} '
+                  f'{r["ratio"]:>7.2f}')
+        return
+    if args.command == 'export':
+        model, deploy_cfg, _ = build_deploy_model(args.deploy_cfg, args.model_cfg, args.checkpoint,
+                                                  args.eval_idx)
+        print(export_onnx(model, deploy_cfg, args.out))
+        return
+    import numpy as np
+    from mmeff.deploy.tensorrt import build_engine, require_tensorrt, tensorrt_latency
+    require_tensorrt()  # before building anything, so a CPU machine fails fast with the reason
+    model, deploy_cfg, _ = build_deploy_model(args.deploy_cfg, args.model_cfg, args.checkpoint,
+                                              args.eval_idx)
+    onnx_file = export_onnx(model, deploy_cfg, osp.splitext(args.out)[0] + '.onnx')
+    build_engine(onnx_file, deploy_cfg, args.out)
+    images = [np.load(path) for path in args.images] if args.images else None
+    stats = tensorrt_latency(args.out, images)
+    print(f'{args.out}: median {1e3 * stats["median"]:.2f} ms, mean {1e3 * stats["mean"]:.2f} ms '
+          f'over {stats["num_images"]} input(s)')
+
+
+if __name__ == '__main__':
+    main()
