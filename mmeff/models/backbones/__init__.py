@@ -1,0 +1,4 @@
+from . import vit_with_mixer
+from . import hgnetv2
+from . import presnet
+from . import cait
