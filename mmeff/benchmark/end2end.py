@@ -1,0 +1,155 @@
+"""End-to-end detection latency (the RT-DETR paper, section 3): model plus post-processing.
+
+Over the first ``num_images`` images of the config's test set (loaded and preprocessed outside the
+timings), each image is timed once for:
+
+- ``model``: the network up to the head's raw outputs (``mode='tensor'``);
+- ``post``: the head's post-processing of those outputs (``bbox_head.predict_by_feat``): score
+  threshold, top-k, box decoding and NMS for NMS-based detectors, top-K for DETRs;
+- ``nms``: the time spent inside ``batched_nms`` during ``post``, and how many boxes went in;
+- ``end2end``: the whole ``mode='predict'`` call.
+
+For NMS-based heads, ``post`` and ``nms`` are repeated for every (score threshold, IoU threshold)
+pair on the same raw outputs. Times are means over the images, in milliseconds.
+"""
+import copy
+import itertools
+import sys
+import time
+from contextlib import ExitStack, contextmanager, redirect_stdout
+from typing import Dict, Optional, Sequence
+from unittest import mock
+
+import mmcv.ops
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import DATASETS, DefaultScope
+from mmengine.runner import load_checkpoint
+from terminaltables import AsciiTable
+
+from .subject import Subject, load_config
+from .timing import describe_error, synchronize
+
+
+@contextmanager
+def timed_nms(device: str):
+    """Time and count every ``batched_nms`` call of mmdet's heads (they call it from inside their
+    post-processing, with no hook around it)."""
+    calls = dict(seconds=0.0, boxes_in=0, boxes_kept=0)
+    original = mmcv.ops.batched_nms
+
+    def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
+        synchronize(device)
+        start = time.perf_counter()
+        dets, keep = original(boxes, scores, idxs, nms_cfg, class_agnostic)
+        synchronize(device)
+        calls['seconds'] += time.perf_counter() - start
+        calls['boxes_in'] += len(boxes)
+        calls['boxes_kept'] += len(keep)
+        return dets, keep
+
+    with ExitStack() as stack:
+        for module in [m for name, m in sys.modules.items() if name.startswith('mmdet.')]:
+            if getattr(module, 'batched_nms', None) is original:
+                stack.enter_context(mock.patch.object(module, 'batched_nms', batched_nms))
+        yield calls
+
+
+def _timed(fn, device: str):
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def _test_images(cfg, num_images: int):
+    """The first ``num_images`` samples of the config's test set."""
+    # pycocotools prints its progress to stdout, which is for the tables
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), redirect_stdout(sys.stderr):
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    return [dataset[i] for i in range(min(num_images, len(dataset)))]
+
+
+def nms_thresholds(test_cfg, score_thrs: Optional[Sequence[float]], iou_thrs: Optional[Sequence[float]]):
+    """Test configs for every (score, IoU) threshold pair; the config's own if none are given.
+    Heads without NMS (DETRs) keep their own test config."""
+    if 'nms' not in test_cfg:
+        return [test_cfg]
+    cfgs = []
+    for score_thr, iou_thr in itertools.product(score_thrs or [test_cfg.get('score_thr', 0.0)],
+                                                iou_thrs or [test_cfg.nms.iou_threshold]):
+        cfg = copy.deepcopy(test_cfg)
+        cfg.score_thr, cfg.nms.iou_threshold = score_thr, iou_thr
+        cfgs.append(cfg)
+    return cfgs
+
+
+def detection_end2end(config: str, cfg_options: Optional[dict] = None, device: str = 'cpu', num_images: int = 20,
+                      warmup: int = 5, score_thrs: Optional[Sequence[float]] = None,
+                      iou_thrs: Optional[Sequence[float]] = None, checkpoint: Optional[str] = None) -> Dict:
+    """Model, post-processing, NMS and end-to-end times of a single-stage or DETR detector (see
+    module doc). Errors are returned as ``{'error': reason}``, like the other metrics."""
+    try:
+        cfg = load_config(config, cfg_options)
+        subject = Subject(cfg, (1, ), device)  # no synthetic inputs: the images come from the test set
+        if subject.task != 'det':
+            raise TypeError('end-to-end latency is for detectors')
+        model, head = subject.model, getattr(subject.model, 'bbox_head', None)
+        if head is None or not hasattr(head, 'predict_by_feat'):
+            raise TypeError(f'{type(model).__name__} has no bbox_head.predict_by_feat (two-stage detectors '
+                            'post-process inside their RoI head): only single-stage and DETR detectors')
+        if checkpoint:
+            load_checkpoint(model, checkpoint, map_location='cpu')
+        batches = [model.data_preprocessor(pseudo_collate([sample]), False) for sample in _test_images(cfg, num_images)]
+    except Exception as error:
+        return dict(error=describe_error(error))
+
+    test_cfgs = nms_thresholds(head.test_cfg, score_thrs, iou_thrs)
+    # DETR heads take no cfg argument: they read head.test_cfg.
+    cfg_kwarg = (lambda cfg: dict(cfg=cfg)) if 'nms' in head.test_cfg else (lambda cfg: {})
+    times = dict(model=[], end2end=[])
+    post = [dict(seconds=[], nms_seconds=[], boxes_in=[], boxes_kept=[]) for _ in test_cfgs]
+    with torch.no_grad():
+        first = batches[0]
+        for _ in range(warmup):
+            model(first['inputs'], first['data_samples'], mode='predict')
+        for batch in batches:
+            inputs, samples = batch['inputs'], batch['data_samples']
+            metas = [s.metainfo for s in samples]
+            outs, seconds = _timed(lambda: model(inputs, samples, mode='tensor'), device)
+            times['model'].append(seconds)
+            times['end2end'].append(_timed(lambda: model(inputs, samples, mode='predict'), device)[1])
+            for test_cfg, record in zip(test_cfgs, post):
+                with timed_nms(device) as nms:
+                    _, seconds = _timed(lambda: head.predict_by_feat(
+                        *outs, batch_img_metas=metas, rescale=True, **cfg_kwarg(test_cfg)), device)
+                record['seconds'].append(seconds)
+                record['nms_seconds'].append(nms['seconds'])
+                record['boxes_in'].append(nms['boxes_in'])
+                record['boxes_kept'].append(nms['boxes_kept'])
+    mean_ms = lambda values: float(np.mean(values) * 1e3)  # noqa: E731
+    return dict(
+        images=len(batches), warmup=warmup, input_shape=list(batches[0]['inputs'].shape[-2:]),
+        model_ms=mean_ms(times['model']), end2end_ms=mean_ms(times['end2end']), has_nms='nms' in head.test_cfg,
+        post=[dict(score_thr=cfg.get('score_thr'), iou_thr=cfg.nms.iou_threshold if 'nms' in cfg else None,
+                   post_ms=mean_ms(r['seconds']), nms_ms=mean_ms(r['nms_seconds']),
+                   boxes_before_nms=float(np.mean(r['boxes_in'])), boxes_kept=float(np.mean(r['boxes_kept'])))
+              for cfg, r in zip(test_cfgs, post)])
+
+
+def format_end2end(results: Sequence[Dict]) -> str:
+    """One row per (model, thresholds)."""
+    rows = [['name', 'images', 'model_ms', 'end2end_ms', 'score_thr', 'iou_thr', 'post_ms', 'nms_ms',
+             'boxes_before_nms', 'boxes_kept']]
+    for result in results:
+        e2e = result.get('end2end', {})
+        if 'error' in e2e:
+            rows.append([result['name'], e2e['error']] + [''] * 8)
+            continue
+        for p in e2e.get('post', []):
+            rows.append([result['name'], e2e['images'], f'{e2e["model_ms"]:.2f}', f'{e2e["end2end_ms"]:.2f}',
+                         p['score_thr'], p['iou_thr'], f'{p["post_ms"]:.2f}', f'{p["nms_ms"]:.2f}',
+                         f'{p["boxes_before_nms"]:.0f}', f'{p["boxes_kept"]:.0f}'])
+    return 'End-to-end detection latency (ms, mean per image):\n' + AsciiTable(rows).table

@@ -1,0 +1,143 @@
+"""Benchmark one config: every requested metric, each with the protocol it was measured under.
+
+``benchmark_config`` never raises for a model's own failure: an error (or out-of-memory) of one
+metric is recorded under ``errors`` with its reason and the other metrics still run, so that a
+sweep over many configs reports every model.
+"""
+import os
+import tempfile
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+from .flops import count_ops
+from .memory import measure_in_subprocess
+from .subject import Subject, config_name
+from .timing import describe_error, environment, is_out_of_memory, time_fn
+
+METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory')
+BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
+NOT_AVAILABLE = dict(
+    onnxruntime='the onnxruntime backend is not available yet: it needs the deployment issue\'s ONNX export',
+    tensorrt='the tensorrt backend is not available yet: it needs the deployment issue\'s export and '
+    'TensorRT on a GPU machine')
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
+    if backend in NOT_AVAILABLE:
+        raise NotImplementedError(NOT_AVAILABLE[backend])
+
+
+def count_params(model: torch.nn.Module) -> Dict[str, int]:
+    return dict(total=sum(p.numel() for p in model.parameters()),
+                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def measure_latency(subject: Subject, warmup: int, repeats: int) -> Dict[str, object]:
+    return dict(time_fn(subject.infer_fn(1), warmup, repeats, subject.device), batch_size=1)
+
+
+def measure_throughput(subject: Subject, batch_sizes: Sequence[int], warmup: int,
+                       repeats: int) -> Dict[str, object]:
+    """Images/s at each batch size, and the best one; stops at the first out-of-memory."""
+    per_batch_size = {}
+    for batch_size in sorted(batch_sizes):
+        try:
+            timing = time_fn(subject.infer_fn(batch_size), warmup, repeats, subject.device)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            per_batch_size[batch_size] = 'out of memory'
+            break
+        per_batch_size[batch_size] = batch_size / timing['median']
+    measured = {bs: ips for bs, ips in per_batch_size.items() if not isinstance(ips, str)}
+    if not measured:
+        raise MemoryError(f'out of memory at the smallest batch size {min(batch_sizes)}')
+    best = max(measured, key=measured.get)
+    return dict(images_per_s=measured[best], batch_size=best, per_batch_size=per_batch_size, warmup=warmup,
+                repeats=repeats)
+
+
+def measure_train(subject: Subject, batch_size: int, warmup: int, repeats: int,
+                  dataset_size: Optional[int]) -> Dict[str, object]:
+    """Time of one training step, and of one epoch over ``dataset_size`` images at that speed."""
+    timing = time_fn(subject.train_step_fn(batch_size), warmup, repeats, subject.device)
+    subject.model.eval()
+    optimizer = subject.cfg.get('optim_wrapper', {}).get('optimizer', {}).get('type', 'AdamW')
+    result = dict(timing, batch_size=batch_size, optimizer=optimizer)
+    if dataset_size:
+        steps = -(-dataset_size // batch_size)  # the last, partial batch is a step too
+        result.update(dataset_size=dataset_size, epoch_s=steps * timing['median'])
+    return result
+
+
+def _config_path(config: Union[str, Config], tmp_dir: str) -> str:
+    """A file the memory subprocess can read."""
+    if isinstance(config, str):
+        return config
+    path = os.path.join(tmp_dir, config_name(config) + '.py')
+    config.dump(path)
+    return path
+
+
+def benchmark_config(config: Union[str, Config],
+                     metrics: Sequence[str] = METRICS,
+                     img_size: Sequence[int] = (224, ),
+                     device: str = 'cpu',
+                     backend: str = 'pytorch',
+                     batch_sizes: Sequence[int] = (1, 8, 32),
+                     train_batch_size: int = 8,
+                     dataset_size: Optional[int] = None,
+                     warmup: int = 5,
+                     repeats: int = 20,
+                     cfg_options: Optional[dict] = None) -> Dict[str, object]:
+    """Measure ``metrics`` (a subset of :data:`METRICS`) of the model of ``config``.
+
+    Returns a dict with ``name``, ``config``, ``protocol`` (environment, input size, backend, dtype),
+    one entry per metric and ``errors`` (metric -> reason).
+    """
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f'unknown metrics {sorted(unknown)}; choose from {METRICS}')
+    check_backend(backend)
+    logger = MMLogger.get_current_instance()
+    img_size = tuple(img_size) * 2 if len(img_size) == 1 else tuple(img_size)
+    result = dict(name=config_name(config), config=config if isinstance(config, str) else config.filename,
+                  # float32 is what the pytorch backend measures (FP16 comes with TensorRT)
+                  protocol=dict(environment(device), backend=backend, dtype='float32', img_size=list(img_size)),
+                  errors={})
+    try:
+        subject = Subject(config, img_size, device, cfg_options)
+    except Exception as error:
+        result['errors']['build'] = describe_error(error)
+        return result
+    result['task'] = subject.task
+    measures = dict(
+        params=lambda: count_params(subject.model),
+        flops=lambda: dict(count_ops(subject.infer_fn(1)), batch_size=1),
+        latency=lambda: measure_latency(subject, warmup, repeats),
+        throughput=lambda: measure_throughput(subject, batch_sizes, warmup, repeats),
+        train=lambda: measure_train(subject, train_batch_size, warmup, repeats, dataset_size))
+    for metric in [m for m in METRICS if m in metrics and m != 'memory']:
+        logger.info(f'{result["name"]}: {metric}')
+        try:
+            result[metric] = measures[metric]()
+        except Exception as error:
+            result['errors'][metric] = describe_error(error)
+    if 'memory' in metrics:
+        logger.info(f'{result["name"]}: memory (fresh processes)')
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            path = _config_path(config, tmp_dir)
+            result['memory'] = {}
+            for mode, batch_size in (('infer', 1), ('train', train_batch_size)):
+                try:
+                    result['memory'][mode] = measure_in_subprocess(path, mode, img_size, batch_size, device,
+                                                                   cfg_options)
+                except Exception as error:
+                    result['errors'][f'memory_{mode}'] = describe_error(error)
+    return result
+

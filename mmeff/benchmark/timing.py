@@ -1,0 +1,85 @@
+"""Wall-clock timing of a callable, and the environment every timing is recorded with.
+
+A timing is ``warmup`` untimed calls, then ``repeats`` timed calls, each bracketed by a device
+synchronization (CUDA kernels are asynchronous); it reports the median and the inter-quartile
+range, robust to the outliers that other processes cause.
+"""
+import os.path as osp
+import platform
+import time
+import traceback
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+
+
+def synchronize(device: str) -> None:
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], warmup: int, repeats: int, device: str = 'cpu') -> Dict[str, float]:
+    """Seconds per call of ``fn``: ``median``, ``q1``, ``q3``, ``iqr``, ``min``, ``mean``."""
+    if repeats < 1:
+        raise ValueError(f'repeats must be at least 1, got {repeats}')
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return dict(median=float(median), q1=float(q1), q3=float(q3), iqr=float(q3 - q1), min=min(times),
+                mean=float(np.mean(times)), warmup=warmup, repeats=repeats)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or 'out of memory' in str(error)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the error, and where it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f' (at {osp.basename(frames[-1].filename)}:{frames[-1].lineno})' if frames else ''
+    kind = 'out of memory: ' if is_out_of_memory(error) else ''
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ''
+    return f'{kind}{type(error).__name__}: {message}{where}'
+
+
+def cpu_name() -> str:
+    """The CPU model as the kernel reports it (``lscpu``'s "Model name")."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> Dict[str, object]:
+    """Where a measurement was made: device and its name, threads, library versions."""
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmpretrain
+    on_cuda = str(device).startswith('cuda')
+    return dict(
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if on_cuda else cpu_name(),
+        cpu_name=cpu_name(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda if on_cuda else None,
+        cudnn=torch.backends.cudnn.version() if on_cuda else None,
+        python=platform.python_version(),
+        mmengine=mmengine.__version__,
+        mmcv=mmcv.__version__,
+        mmdet=mmdet.__version__,
+        mmpretrain=mmpretrain.__version__,
+    )
