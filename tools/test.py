@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 
 import mmeff  # noqa: F401  (registers mmeff's modules)
-from mmeff.engine.tools import add_common_args, build_runner, load_config
+from mmeff.engine.tools import add_common_args, build_runner, finish_distributed, load_config
 
 
 def parse_args():
@@ -45,6 +45,7 @@ def main():
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -6,7 +6,7 @@
 import argparse
 
 import mmeff  # noqa: F401  (registers mmeff's modules)
-from mmeff.engine.tools import add_common_args, build_runner, load_config
+from mmeff.engine.tools import add_common_args, build_runner, finish_distributed, load_config
 
 
 def parse_args():
@@ -42,6 +42,7 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     build_runner(cfg).train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

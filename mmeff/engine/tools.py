@@ -4,6 +4,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -44,3 +45,11 @@ def build_runner(cfg: Config) -> Runner:
     check_data_config(cfg)
     cfg.setdefault('runner_type', 'MMEffRunner')
     return RUNNERS.build(cfg)
+
+
+def finish_distributed() -> None:
+    """End the process group before the interpreter does: a gloo group left to the interpreter's
+    shutdown can abort the process after a successful run ("terminate called without an active
+    exception")."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
