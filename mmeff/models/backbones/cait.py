@@ -15,6 +15,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mmeff.registry import register_backbone
+from ..timm_twins import register_timm_twin
 from ..layers.vit_blocks import Mlp, ViTBlock
 from .vit_with_mixer import VIT_ARCHS, ViTWithMixer, resolve_arch
 
@@ -124,3 +125,7 @@ def timm_cait_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
             key = key.replace(old, new)
         converted['backbone.' + key] = value
     return converted
+
+
+register_timm_twin('cait', 'vit/cait/cait_xxs24_p16_in1k-224.py', 'cait_xxs24_224', timm_cait_to_mmeff)
+register_timm_twin('cait', 'vit/cait/cait_s24_p16_in1k-224.py', 'cait_s24_224', timm_cait_to_mmeff)

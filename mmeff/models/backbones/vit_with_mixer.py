@@ -18,6 +18,7 @@ from mmpretrain.models.utils import resize_pos_embed
 from torch import nn
 
 from mmeff.registry import register_backbone
+from ..timm_twins import register_timm_twin
 from ..mixers.softmax_attention import SoftmaxAttention
 from ..layers.vit_blocks import (MLP_BLOCKS, TOKEN_MIXERS, TOKEN_REDUCERS, ViTBlock,
                                  build_vit_part)
@@ -224,3 +225,9 @@ def timm_vit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
             key = key.replace(old, new)
         converted['backbone.' + key] = value
     return converted
+
+
+register_timm_twin('vit', 'vit/vit/vit_tiny_p16_in1k-224.py', 'vit_tiny_patch16_224', timm_vit_to_mmeff,
+                   no_embed_class=True, init_values=1e-4)
+register_timm_twin('vit', 'vit/vit/vit_small_p16_in1k-224.py', 'deit3_small_patch16_224', timm_vit_to_mmeff)
+register_timm_twin('vit', 'vit/vit/vit_base_p16_in1k-224.py', 'deit3_base_patch16_224', timm_vit_to_mmeff)
