@@ -15,7 +15,7 @@ import mmengine
 import torch
 import torch.nn as nn
 
-from mmeff.models.layers.repvgg import switch_repvgg_to_deploy
+from mmeff.models.layers.reparam import switch_to_deploy
 from .compat import torchscript_onnx_export
 
 ConfigLike = Union[str, mmengine.Config]
@@ -59,7 +59,7 @@ def build_deploy_model(deploy_cfg: ConfigLike, model_cfg: ConfigLike,
     from mmdeploy.apis import build_task_processor
     deploy_cfg, model_cfg = load_configs(deploy_cfg, model_cfg, eval_idx)
     task_processor = build_task_processor(model_cfg, deploy_cfg, device='cpu')
-    model = switch_repvgg_to_deploy(task_processor.build_pytorch_model(checkpoint)).eval()
+    model = switch_to_deploy(task_processor.build_pytorch_model(checkpoint)).eval()
     return model, deploy_cfg, model_cfg
 
 

@@ -17,6 +17,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
+from .reparam import Reparameterizable
 
 
 def fuse_conv_bn_weights(conv_module: ConvModule) -> Tuple[Tensor, Tensor]:
@@ -35,7 +36,7 @@ def fuse_conv_bn_weights(conv_module: ConvModule) -> Tuple[Tensor, Tensor]:
 
 
 @DET_MODELS.register_module()
-class RepVGGBlock(BaseModule):
+class RepVGGBlock(BaseModule, Reparameterizable):
     """RepVGG block as used by RT-DETR: ``act(BN(conv3x3(x)) + BN(conv1x1(x)))``.
 
     From RepVGG (https://arxiv.org/abs/2101.03697) as used in RT-DETR's fusion block
@@ -130,10 +131,3 @@ class CSPRepLayer(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
 
-
-def switch_repvgg_to_deploy(module: nn.Module) -> nn.Module:
-    """Fuse every RepVGG block inside ``module`` (in place) and return it."""
-    for m in list(module.modules()):
-        if isinstance(m, RepVGGBlock):
-            m.switch_to_deploy()
-    return module

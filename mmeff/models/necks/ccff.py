@@ -14,7 +14,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
-from ..layers.repvgg import CSPRepLayer, switch_repvgg_to_deploy
+from ..layers.reparam import switch_to_deploy
+from ..layers.repvgg import CSPRepLayer
 
 
 @DET_MODELS.register_module()
@@ -91,4 +92,4 @@ class CCFF(BaseModule):
 
     def switch_to_deploy(self) -> None:
         """Fuse every RepVGG block into a single 3x3 conv (outputs unchanged)."""
-        switch_repvgg_to_deploy(self)
+        switch_to_deploy(self)
