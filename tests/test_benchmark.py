@@ -164,10 +164,22 @@ def test_nms_threshold_grid():
     assert nms_thresholds(ConfigDict(max_per_img=300), [0.1], [0.5]) == [ConfigDict(max_per_img=300)]
 
 
-@pytest.mark.parametrize('backend', ['onnxruntime', 'tensorrt'])
-def test_unavailable_backends_say_why(backend):
-    with pytest.raises(NotImplementedError, match='not available yet'):
-        check_backend(backend)
+def test_backends_are_checked():
+    with pytest.raises(ValueError, match='unknown backend'):
+        check_backend('openvino')
+    check_backend('pytorch')
+    pytest.importorskip('onnxruntime', reason='the deploy extra is not installed')
+    check_backend('onnxruntime')
+
+
+def test_tensorrt_backend_says_why_it_cannot_run():
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed')
+    except ImportError:
+        pass
+    with pytest.raises(RuntimeError, match='TensorRT is not installed'):
+        check_backend('tensorrt')
 
 
 def test_load_accuracy(tmp_path):

@@ -114,9 +114,33 @@ def test_cli_writes_json_csv_and_pareto_plots(configs, tmp_path):
 
 
 def test_cli_refuses_unavailable_backend(configs):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed')
+    except ImportError:
+        pass
     proc = run_cli(configs['tiny_cls'], '--backend', 'tensorrt')
     assert proc.returncode != 0
-    assert 'not available yet' in proc.stderr and 'TensorRT on a GPU' in proc.stderr
+    assert 'TensorRT is not installed' in proc.stderr and 'NVIDIA GPU' in proc.stderr
+
+
+def test_cli_onnxruntime_backend_beside_pytorch(configs, tmp_path):
+    pytest.importorskip('onnxruntime', reason='the deploy extra is not installed')
+    out = tmp_path / 'ort.json'
+    proc = run_cli(configs['tiny_cls'], configs['tiny_det'], '--backend', 'onnxruntime', '--img-size', '64',
+                   '--batch-sizes', '1', '2', '--warmup', '1', '--repeats', '2', '--out', str(out))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    for result in results:
+        assert not result['errors'], result['errors']
+        assert 'train' not in result and 'memory' not in result  # inference only, said in the log
+        latency = result['latency']
+        assert latency['ratio'] == pytest.approx(latency['median'] / latency['pytorch']['median'])
+        assert result['protocol']['backend'] == 'onnxruntime'
+        assert result['protocol']['deploy_cfg'].endswith('onnxruntime_static-640x640.py' if result['task'] == 'det'
+                                                         else 'onnxruntime_static-224x224.py')
+    assert set(results[0]['throughput']['per_batch_size']) == {'1', '2'}
+    assert 'measures inference only' in proc.stderr and 'latency_vs_pytorch' in proc.stdout
 
 
 def test_end2end_detection_latency(configs):

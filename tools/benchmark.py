@@ -2,7 +2,8 @@
 
     python tools/benchmark.py CONFIG [CONFIG ...]    # paths, globs ('configs/vit/*.py') or list files (.txt)
         [--metrics params flops latency throughput train memory] [--img-size 224 [W]]
-        [--device cpu|cuda] [--threads N] [--backend pytorch|onnxruntime|tensorrt] [--batch-sizes 1 8 32 64]
+        [--device cpu|cuda] [--threads N] [--backend pytorch|onnxruntime|tensorrt] [--deploy-cfg CFG]
+        [--batch-sizes 1 8 32 64]
         [--train-batch-size 8] [--dataset-size 1281167] [--warmup 5] [--repeats 20]
         [--sweep model.test_cfg.eval_idx=0,1,2] [--cfg-options k=v ...]
         [--out results.json results.csv] [--accuracy acc.csv] [--plot-dir DIR]
@@ -33,7 +34,10 @@ def parse_args():
     parser.add_argument('--img-size', type=int, nargs='+', default=[224], help='H [W] of the input')
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--threads', type=int, help='CPU threads for torch (default: torch\'s choice)')
-    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'tensorrt'], default='pytorch')
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'tensorrt'], default='pytorch',
+                        help='onnxruntime/tensorrt: the model exported by mmeff.deploy, timed beside PyTorch eager')
+    parser.add_argument('--deploy-cfg', help='mmdeploy config of the onnxruntime/tensorrt export (default: the '
+                        'task\'s config in configs/deploy/, input size set to --img-size)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8, 32, 64],
                         help='searched for the best throughput')
     parser.add_argument('--train-batch-size', type=int, default=8)
@@ -76,7 +80,7 @@ def main():
     args = parse_args()
     try:
         check_backend(args.backend)
-    except NotImplementedError as error:
+    except RuntimeError as error:
         raise SystemExit(f'--backend {args.backend}: {error}')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,7 +94,8 @@ def main():
     for i, (config, name, options) in enumerate(runs, 1):
         logger.info(f'[{i}/{len(runs)}] {name}')
         result = benchmark_config(config, args.metrics, args.img_size, args.device, args.backend, args.batch_sizes,
-                                  args.train_batch_size, args.dataset_size, args.warmup, args.repeats, options)
+                                  args.train_batch_size, args.dataset_size, args.warmup, args.repeats, options,
+                                  args.deploy_cfg)
         result['name'] = name
         if args.end2end:
             result['end2end'] = detection_end2end(config, options, args.device, args.num_images, args.warmup,

@@ -9,6 +9,7 @@ from terminaltables import AsciiTable
 
 # The columns of a model's flat row (units in their names), in table order.
 COLUMNS = ('params_M', 'trainable_params_M', 'GMACs', 'GFLOPs', 'elementwise_Gops', 'latency_ms', 'latency_iqr_ms',
+           'pytorch_latency_ms', 'latency_vs_pytorch',
            'throughput_img_s', 'throughput_batch_size', 'train_step_ms', 'train_batch_size', 'epoch_min',
            'memory_infer_MiB', 'memory_train_MiB')
 PROTOCOL_COLUMNS = ('device', 'device_name', 'threads', 'torch', 'cuda', 'backend', 'dtype', 'img_size')
@@ -25,6 +26,9 @@ def flat_row(result: Dict) -> Dict[str, object]:
                    elementwise_Gops=result['flops']['elementwise_ops'] / 1e9)
     if 'latency' in result:
         row.update(latency_ms=result['latency']['median'] * 1e3, latency_iqr_ms=result['latency']['iqr'] * 1e3)
+        if 'pytorch' in result['latency']:  # an exported backend, timed beside PyTorch eager
+            row.update(pytorch_latency_ms=result['latency']['pytorch']['median'] * 1e3,
+                       latency_vs_pytorch=result['latency']['ratio'])
     if 'throughput' in result:
         row.update(throughput_img_s=result['throughput']['images_per_s'],
                    throughput_batch_size=result['throughput']['batch_size'])

@@ -4,14 +4,16 @@
 metric is recorded under ``errors`` with its reason and the other metrics still run, so that a
 sweep over many configs reports every model.
 """
+import functools
 import os
 import tempfile
-from typing import Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
+from .deployed import DeployedSubject, default_deploy_cfg, require_backend
 from .flops import count_ops
 from .memory import measure_in_subprocess
 from .subject import Subject, config_name
@@ -19,17 +21,15 @@ from .timing import describe_error, environment, is_out_of_memory, time_fn
 
 METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory')
 BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
-NOT_AVAILABLE = dict(
-    onnxruntime='the onnxruntime backend is not available yet: it needs the deployment issue\'s ONNX export',
-    tensorrt='the tensorrt backend is not available yet: it needs the deployment issue\'s export and '
-    'TensorRT on a GPU machine')
+INFERENCE_ONLY = ('train', 'memory')  # what the exported backends cannot measure
 
 
 def check_backend(backend: str) -> None:
+    """Raise with the reason when ``backend`` is unknown or cannot run on this machine."""
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
-    if backend in NOT_AVAILABLE:
-        raise NotImplementedError(NOT_AVAILABLE[backend])
+    if backend != 'pytorch':
+        require_backend(backend)
 
 
 def count_params(model: torch.nn.Module) -> Dict[str, int]:
@@ -41,13 +41,14 @@ def measure_latency(subject: Subject, warmup: int, repeats: int) -> Dict[str, ob
     return dict(time_fn(subject.infer_fn(1), warmup, repeats, subject.device), batch_size=1)
 
 
-def measure_throughput(subject: Subject, batch_sizes: Sequence[int], warmup: int,
+def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_sizes: Sequence[int], warmup: int,
                        repeats: int) -> Dict[str, object]:
-    """Images/s at each batch size, and the best one; stops at the first out-of-memory."""
+    """Images/s at each batch size (``time_batch(batch_size)`` times one batch), and the best one;
+    stops at the first out-of-memory."""
     per_batch_size = {}
     for batch_size in sorted(batch_sizes):
         try:
-            timing = time_fn(subject.infer_fn(batch_size), warmup, repeats, subject.device)
+            timing = time_batch(batch_size)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -94,8 +95,14 @@ def benchmark_config(config: Union[str, Config],
                      dataset_size: Optional[int] = None,
                      warmup: int = 5,
                      repeats: int = 20,
-                     cfg_options: Optional[dict] = None) -> Dict[str, object]:
+                     cfg_options: Optional[dict] = None,
+                     deploy_cfg: Optional[str] = None) -> Dict[str, object]:
     """Measure ``metrics`` (a subset of :data:`METRICS`) of the model of ``config``.
+
+    With ``backend`` 'onnxruntime' or 'tensorrt', latency and throughput are of the exported model
+    (``deploy_cfg``, default: the task's config in configs/deploy/), each with the PyTorch eager
+    time of the same model beside it (:class:`~mmeff.benchmark.deployed.DeployedSubject`); params
+    and FLOPs are the PyTorch model's; training and memory (:data:`INFERENCE_ONLY`) are skipped.
 
     Returns a dict with ``name``, ``config``, ``protocol`` (environment, input size, backend, dtype),
     one entry per metric and ``errors`` (metric -> reason).
@@ -110,6 +117,11 @@ def benchmark_config(config: Union[str, Config],
                   # float32 is what the pytorch backend measures (FP16 comes with TensorRT)
                   protocol=dict(environment(device), backend=backend, dtype='float32', img_size=list(img_size)),
                   errors={})
+    if backend != 'pytorch':
+        skipped = [m for m in metrics if m in INFERENCE_ONLY]
+        metrics = [m for m in metrics if m not in INFERENCE_ONLY]
+        if skipped:
+            logger.info(f'--backend {backend} measures inference only: {skipped} skipped (use --backend pytorch)')
     try:
         subject = Subject(config, img_size, device, cfg_options)
     except Exception as error:
@@ -120,14 +132,25 @@ def benchmark_config(config: Union[str, Config],
         params=lambda: count_params(subject.model),
         flops=lambda: dict(count_ops(subject.infer_fn(1)), batch_size=1),
         latency=lambda: measure_latency(subject, warmup, repeats),
-        throughput=lambda: measure_throughput(subject, batch_sizes, warmup, repeats),
+        throughput=lambda: measure_throughput(
+            lambda bs: time_fn(subject.infer_fn(bs), warmup, repeats, subject.device), batch_sizes, warmup, repeats),
         train=lambda: measure_train(subject, train_batch_size, warmup, repeats, dataset_size))
-    for metric in [m for m in METRICS if m in metrics and m != 'memory']:
-        logger.info(f'{result["name"]}: {metric}')
-        try:
-            result[metric] = measures[metric]()
-        except Exception as error:
-            result['errors'][metric] = describe_error(error)
+    with tempfile.TemporaryDirectory() as export_dir:
+        if backend != 'pytorch':
+            result['protocol']['deploy_cfg'] = deploy_cfg = deploy_cfg or default_deploy_cfg(subject.task, backend)
+            # exported on first use: params and FLOPs alone need no export
+            deployed = functools.lru_cache(maxsize=None)(lambda: DeployedSubject(
+                subject.cfg, subject.task, backend, img_size, export_dir, deploy_cfg, device))
+            measures.update(
+                latency=lambda: deployed().latency(1, warmup, repeats),
+                throughput=lambda: measure_throughput(lambda bs: deployed().time_backend(bs, warmup, repeats),
+                                                      batch_sizes, warmup, repeats))
+        for metric in [m for m in METRICS if m in metrics and m != 'memory']:
+            logger.info(f'{result["name"]}: {metric}')
+            try:
+                result[metric] = measures[metric]()
+            except Exception as error:
+                result['errors'][metric] = describe_error(error)
     if 'memory' in metrics:
         logger.info(f'{result["name"]}: memory (fresh processes)')
         with tempfile.TemporaryDirectory() as tmp_dir:

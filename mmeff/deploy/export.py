@@ -101,4 +101,7 @@ def export_onnx(model: nn.Module, deploy_cfg: mmengine.Config, output_file: str,
                # mmdeploy's graph optimizer is a compiled extension the PyPI wheel lacks;
                # constant folding (torch) and ONNX Runtime's own optimizations do that work.
                optimize=False)
+    # mmdeploy "restores" forward inside its rewriter context, i.e. pins the rewritten forward on
+    # the instance; drop it so that the model runs (and exports again) as before.
+    model.__dict__.pop('forward', None)
     return output_file
