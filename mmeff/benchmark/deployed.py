@@ -13,9 +13,9 @@ import mmengine
 import numpy as np
 import torch
 
+from mmeff.paths import config_path
 from .timing import time_fn
 
-DEPLOY_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs', 'deploy')
 # the deploy config a backend uses for a task when none is given (--deploy-cfg)
 DEFAULT_DEPLOY_CFGS = {
     ('det', 'onnxruntime'): 'detection_onnxruntime_static-640x640.py',
@@ -39,11 +39,7 @@ def require_backend(backend: str) -> None:
 
 
 def default_deploy_cfg(task: str, backend: str) -> str:
-    path = osp.join(DEPLOY_DIR, DEFAULT_DEPLOY_CFGS[(task, backend)])
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'no default {backend} deploy config at {path} (mmeff installed without its '
-                                'configs/): pass one with --deploy-cfg')
-    return path
+    return config_path(osp.join('deploy', DEFAULT_DEPLOY_CFGS[(task, backend)]))
 
 
 class DeployedSubject:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping
 
 import torch
+from mmengine.config import Config
+
+from mmeff.paths import config_path
+from mmeff.registry import CLS_MODELS
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -32,3 +36,17 @@ def register_timm_twin(arch: str, config: str, timm_name: str, convert: Callable
     if config in TIMM_TWINS:
         raise KeyError(f'{config} already has a timm twin ({TIMM_TWINS[config].timm_name})')
     TIMM_TWINS[config] = TimmTwin(arch, config, timm_name, convert, dict(timm_kwargs), img_size)
+
+
+def create_timm_model(twin: TimmTwin) -> torch.nn.Module:
+    """The timm side of a twin pair, random weights, eval mode."""
+    import timm
+    return timm.create_model(twin.timm_name, pretrained=False, num_classes=1000, **twin.timm_kwargs).eval()
+
+
+def build_like_timm(twin: TimmTwin, reference: torch.nn.Module) -> torch.nn.Module:
+    """The mmeff classifier of ``twin.config`` with ``reference``'s weights, eval mode (call inside
+    the mmpretrain scope)."""
+    model = CLS_MODELS.build(Config.fromfile(config_path(twin.config)).model)
+    model.load_state_dict(twin.convert(reference.state_dict()), strict=True)
+    return model.eval()

@@ -1,13 +1,7 @@
 """Parity with timm: random weights in the timm model, converted into the mmeff classifier."""
-import os
-
 import torch
-from mmengine.config import Config
 
-from mmeff.models.timm_twins import TimmTwin
-from mmeff.registry import CLS_MODELS
-
-CONFIGS = os.path.join(os.path.dirname(__file__), '..', '..', 'configs')
+from mmeff.models.timm_twins import TimmTwin, build_like_timm, create_timm_model
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
@@ -25,19 +19,11 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
                 b.copy_(1 + 0.5 * torch.rand(b.shape, generator=gen))
 
 
-def build_mmeff(config: str) -> torch.nn.Module:
-    """The classifier of ``configs/<config>`` in eval mode (call inside the mmpretrain scope)."""
-    cfg = Config.fromfile(os.path.join(CONFIGS, config))
-    return CLS_MODELS.build(cfg.model).eval()
-
-
 def timm_logit_diff(twin: TimmTwin, batch_size: int = 2) -> float:
     """Max |logit difference| of the twin pair on one random batch; prints it with the logit scale."""
-    import timm
-    reference = timm.create_model(twin.timm_name, pretrained=False, num_classes=1000, **twin.timm_kwargs).eval()
+    reference = create_timm_model(twin)
     randomize_(reference)
-    model = build_mmeff(twin.config)
-    model.load_state_dict(twin.convert(reference.state_dict()), strict=True)
+    model = build_like_timm(twin, reference)
     images = torch.randn(batch_size, 3, twin.img_size, twin.img_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, actual = reference(images), model(images, mode='tensor')

@@ -1,0 +1,115 @@
+"""mmeff models vs. their timm twins: inference throughput side by side on this machine.
+
+    python tools/analysis/backbone_speed_vs_timm.py [--arch swin vit ...] [--all-variants]
+        [--batch-sizes 1 32] [--warmup 3] [--repeats 10] [--rounds 2] [--threads N]
+        [--out results.json results.csv] [--plot ratios.png]
+
+Every twin registered in mmeff.models.timm_twins (by default the smallest variant of each
+architecture): same random weights, same input, eager PyTorch, re-parameterizable blocks fused on
+both sides (mmeff.benchmark.twins). ``ratio`` = mmeff images/s / timm images/s (above 1 = mmeff faster).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+from mmengine.logging import MMLogger
+
+import mmeff.models  # noqa: F401  (registers the modules and their twins)
+from mmeff.benchmark.report import write_csv
+from mmeff.benchmark.timing import describe_error, environment
+from mmeff.benchmark.twins import twin_throughput
+from mmeff.models.timm_twins import TIMM_TWINS
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='mmeff vs. timm throughput of the same architectures')
+    parser.add_argument('--arch', nargs='+', help='architectures to run (default: all registered)')
+    parser.add_argument('--all-variants', action='store_true', help='every registered size, not the smallest')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--rounds', type=int, default=2, help='alternations of timm and mmeff timings')
+    parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--out', nargs='+', default=[], help='.json and/or .csv')
+    parser.add_argument('--plot', help='PNG of the ratios')
+    return parser.parse_args()
+
+
+def selected_twins(archs, all_variants):
+    unknown = set(archs or ()) - {t.arch for t in TIMM_TWINS.values()}
+    if unknown:
+        raise SystemExit(f'no timm twin registered for {sorted(unknown)}; registered: '
+                         f'{sorted({t.arch for t in TIMM_TWINS.values()})}')
+    twins, seen = [], set()
+    for twin in TIMM_TWINS.values():  # registration order: smallest variant first
+        if (archs and twin.arch not in archs) or (twin.arch in seen and not all_variants):
+            continue
+        seen.add(twin.arch)
+        twins.append(twin)
+    return twins
+
+
+def plot_ratios(rows, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = sorted({r['config'] for r in rows})
+    batch_sizes = sorted({r['batch_size'] for r in rows})
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) * len(batch_sizes)), 4))
+    width = 0.8 / len(batch_sizes)
+    for i, batch_size in enumerate(batch_sizes):
+        ratio = {r['config']: r['ratio'] for r in rows if r['batch_size'] == batch_size}
+        ax.bar([j + i * width for j in range(len(names))], [ratio.get(n, 0) for n in names], width,
+               label=f'batch {batch_size}')
+    ax.axhline(1.0, color='k', linewidth=0.8)
+    ax.set_xticks([j + width * (len(batch_sizes) - 1) / 2 for j in range(len(names))])
+    ax.set_xticklabels([osp.splitext(osp.basename(n))[0] for n in names], rotation=45, ha='right', fontsize=7)
+    ax.set_ylabel('mmeff / timm throughput')
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logger = MMLogger.get_instance('mmeff_twins', log_level='INFO')
+    env = environment('cpu')
+    twins = selected_twins(args.arch, args.all_variants)
+    logger.info(f"{env['cpu_name']}, torch {env['torch']}, {env['threads']} threads; best of {args.rounds} "
+                f'alternating rounds of the median of {args.repeats} calls after {args.warmup} warm-up')
+    results, rows = [], []
+    for i, twin in enumerate(twins, 1):
+        logger.info(f'[{i}/{len(twins)}] {twin.config} vs timm {twin.timm_name}')
+        try:
+            result = twin_throughput(twin, args.batch_sizes, args.warmup, args.repeats, args.rounds)
+        except Exception as error:  # one model's failure does not stop the others
+            logger.error(f'{twin.config}: {describe_error(error)}')
+            results.append(dict(config=twin.config, timm_name=twin.timm_name, error=describe_error(error)))
+            continue
+        results.append(dict(result, protocol=env))
+        for batch_size, numbers in result['per_batch_size'].items():
+            rows.append(dict(config=twin.config, timm_name=twin.timm_name, batch_size=batch_size, **numbers))
+            logger.info(f"  batch {batch_size}: timm {numbers['timm_img_s']:.1f} img/s, mmeff "
+                        f"{numbers['mmeff_img_s']:.1f} img/s, ratio {numbers['ratio']:.2f} "
+                        f"(max |logit diff| {numbers['max_logit_diff']:.1e})")
+    print(f"{'config':<48} {'timm':<34} {'batch':>5} {'timm img/s':>11} {'mmeff img/s':>12} {'ratio':>6}")
+    for row in rows:
+        print(f"{row['config']:<48} {row['timm_name']:<34} {row['batch_size']:>5} {row['timm_img_s']:>11.1f} "
+              f"{row['mmeff_img_s']:>12.1f} {row['ratio']:>6.2f}")
+    for path in args.out:
+        if path.endswith('.json'):
+            with open(path, 'w') as f:
+                json.dump(results, f, indent=2)
+        else:
+            write_csv(rows, path)
+    if args.plot and rows:
+        plot_ratios(rows, args.plot)
+
+
+if __name__ == '__main__':
+    main()
