@@ -25,9 +25,10 @@ FUSE_TOL_FLOAT64 = 1e-10  # any error in the fusion formula shows far above this
 
 def _randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BN non-trivial statistics and affine parameters, so fusion is really tested."""
+    from mmdet.models.layers import FrozenBatchNorm2d
     gen = torch.Generator().manual_seed(seed)
     for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
             n = m.num_features
             m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
@@ -236,3 +237,33 @@ def test_official_checkpoint_layout(name):
               f'mmeff {_numel(ours)} in {len(ours)} ({n_params} parameters)')
         assert ours == official, (f'{part}: missing {sorted(official - ours)[:5]}, '
                                   f'unexpected {sorted(ours - official)[:5]}')
+
+
+@pytest.mark.parametrize('config', ['rtdetr_r18.py', 'rtdetr_l.py',
+                                    pytest.param('rtdetr_r50.py', marks=pytest.mark.slow)])
+def test_whole_detector_folds_batchnorm_with_unchanged_features(config, mmdet_scope):
+    """``switch_to_deploy(fold_batchnorm=True)``: RepVGG fused, then every conv-BN pair folded.
+    Compared on the features (backbone + encoder, where every conv is): the top-K query selection
+    after them may swap near-tied random-weight queries on a 1e-7 change."""
+    from mmdet.models.layers import FrozenBatchNorm2d
+    from mmengine.config import Config
+
+    from mmeff.models.layers.reparam import switch_to_deploy
+    cfg = Config.fromfile(os.path.join(os.path.dirname(__file__), '..', 'configs', config))
+    torch.manual_seed(0)
+    model = _randomize_norms(DET_MODELS.build(cfg.model)).eval()
+    images = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.extract_feat(images)
+        switch_to_deploy(model, fold_batchnorm=True)
+        actual = model.extract_feat(images)
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())
+    diffs = [(a - e).abs().max().item() / e.abs().max().item() for a, e in zip(actual, expected)]
+    print(f'{config}: max relative |feature diff| after folding = {max(diffs):.2e}')
+    assert max(diffs) < FUSE_TOL
+
+
+def test_fold_batchnorm_needs_eval_mode():
+    from mmeff.models.layers.reparam import switch_to_deploy
+    with pytest.raises(ValueError, match='model.eval'):
+        switch_to_deploy(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), fold_batchnorm=True)

@@ -127,3 +127,12 @@ def test_parity_r18():
 def test_parity_r50():
     diffs = max_diffs(50)
     assert max(diffs.values()) < TOLERANCE, diffs
+
+
+@pytest.mark.slow
+def test_speed_script_runs_and_prints_ratios():
+    from conftest import run_tool
+    proc = run_tool('tools/analysis/rtdetr_speed_vs_hf.py', '--depths', '18', '--img-size', '128', '--warmup', '0',
+                    '--repeats', '1', '--no-memory', '--threads', '1')
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith('R18')]
+    assert len(rows) == 3 and all(float(row[-1]) > 0 for row in rows), proc.stdout

@@ -7,7 +7,9 @@ Same weights (HF's random weights mapped into mmeff, :mod:`mmeff.models.detector
 same pre-normalized input, eager PyTorch:
 
 - inference latency, batch 1: mmeff ``predict`` (RepVGG fused with ``switch_to_deploy``, top-K
-  post-processing included) vs. HF forward + ``post_process_object_detection`` (its top-K);
+  post-processing included) vs. HF forward + ``post_process_object_detection`` (its top-K); then
+  mmeff again with every BatchNorm also folded into its conv (``fold_batchnorm=True``, what
+  mmdet's ``--fuse-conv-bn`` does; HF has no such switch);
 - training step, batch ``--train-batch-size``: forward with the same random GT boxes (loss with
   denoising), backward, ``torch.optim.AdamW`` step on the trainable parameters, for both;
 - peak memory of each (implementation, mode) in a fresh subprocess: growth of the peak RSS over
@@ -31,6 +33,7 @@ from mmeff.benchmark.memory import _reset_peak_rss, _status_kib
 from mmeff.benchmark.subject import det_data_samples
 from mmeff.benchmark.timing import environment, time_fn
 from mmeff.models.detectors.hf_rtdetr import hf_rtdetr_config, hf_to_mmeff_state_dict
+from mmeff.models.layers.reparam import switch_to_deploy
 from mmeff.registry import DET_MODELS
 
 IMPLS = ('mmeff', 'hf')
@@ -59,11 +62,11 @@ def build_hf(depth: int):
     return RTDetrForObjectDetection(hf_rtdetr_config(depth))
 
 
-def inference_fn(impl: str, model, size: int) -> Callable[[], object]:
+def inference_fn(impl: str, model, size: int, fold_batchnorm: bool = False) -> Callable[[], object]:
     images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     model.eval()
     if impl == 'mmeff':
-        model.neck.switch_to_deploy()
+        switch_to_deploy(model, fold_batchnorm)
         samples = det_data_samples(1, (size, size))
         return torch.no_grad()(lambda: model.predict(images, samples, rescale=True))
     from transformers import RTDetrImageProcessor
@@ -145,12 +148,17 @@ def paired_models(depth: int) -> Dict[str, torch.nn.Module]:
 def measure(depth: int, args) -> Dict[str, Dict[str, float]]:
     """{metric: {impl: value}} for one depth."""
     train_label = f'train step ms (b{args.train_batch_size})'
-    results = {'inference ms (b1)': {}, train_label: {}}
+    folded_label = 'inference ms (b1, BN folded)'
+    results = {'inference ms (b1)': {}, folded_label: {}, train_label: {}}
     # Fresh models per mode: inference fuses RepVGG, training uses the unfused blocks.
     models = paired_models(depth)
     for impl in IMPLS:
         timing = time_fn(inference_fn(impl, models[impl], args.img_size), args.warmup, args.repeats)
         results['inference ms (b1)'][impl] = 1000 * timing['median']
+    results[folded_label]['hf'] = results['inference ms (b1)']['hf']
+    timing = time_fn(inference_fn('mmeff', models['mmeff'], args.img_size, fold_batchnorm=True), args.warmup,
+                     args.repeats)
+    results[folded_label]['mmeff'] = 1000 * timing['median']
     models = paired_models(depth)
     for impl in IMPLS:
         step = train_step_fn(impl, models[impl], args.img_size, args.train_batch_size)
@@ -175,10 +183,10 @@ def main():
     print(f"{env['cpu_name']}, torch {env['torch']}, {env['threads']} threads, "
           f'{args.img_size}x{args.img_size}, median of {args.repeats} after {args.warmup} warm-up '
           f'(training: {max(3, args.repeats // 2)} after {max(1, args.warmup // 2)})')
-    print(f"{'model':<10} {'metric':<24} {'mmeff':>10} {'HF':>10} {'mmeff/HF':>9}")
+    print(f"{'model':<10} {'metric':<30} {'mmeff':>10} {'HF':>10} {'mmeff/HF':>9}")
     for depth in args.depths:
         for metric, values in measure(depth, args).items():
-            print(f"{'R' + str(depth):<10} {metric:<24} {values['mmeff']:>10.1f} {values['hf']:>10.1f} "
+            print(f"{'R' + str(depth):<10} {metric:<30} {values['mmeff']:>10.1f} {values['hf']:>10.1f} "
                   f"{values['mmeff'] / values['hf']:>9.2f}", flush=True)
 
 
