@@ -62,6 +62,10 @@ def test_classification_deploy_config():
     assert cfg.backend_config.type == 'onnxruntime'
     assert cfg.onnx_config.input_shape == [224, 224]
     assert cfg.onnx_config.output_names == ['output']
+    trt = deploy_cfg(osp.join(DEPLOY_DIR, 'classification_tensorrt-fp16_static-224x224.py'))
+    assert trt.codebase_config.type == 'mmpretrain' and trt.backend_config.common_config.fp16_mode is True
+    shapes = trt.backend_config.model_inputs[0].input_shapes.input
+    assert shapes.min_shape == shapes.opt_shape == shapes.max_shape == [1, 3, 224, 224]
 
 
 def test_stack_guard(monkeypatch):
