@@ -1,5 +1,6 @@
 """mmeff.benchmark: exact operation counts, Pareto fronts, correlations, sweeps."""
 import math
+import os.path as osp
 
 import pytest
 import torch
@@ -7,10 +8,11 @@ import torch.nn.functional as F
 from mmengine.analysis import get_model_complexity_info
 from torch import nn
 
-from mmeff.benchmark import correlations, count_ops, load_accuracy, pareto_front
+from mmeff.benchmark import benchmark_config, correlations, count_ops, load_accuracy, pareto_front
 from mmeff.benchmark.end2end import nms_thresholds
 from mmeff.benchmark.runner import check_backend
 from mmeff.benchmark.sweep import expand_sweep, parse_sweep
+from conftest import REPO
 
 
 def test_linear_macs():
@@ -189,3 +191,12 @@ def test_load_accuracy(tmp_path):
     assert load_accuracy(str(tmp_path / 'acc.csv')) == {'vit_tiny': 72.5, 'rtmdet': 0.431}
     (tmp_path / 'acc.json').write_text('[{"config": "a.py", "accuracy": 1.5}]')
     assert load_accuracy(str(tmp_path / 'acc.json')) == {'a': 1.5}
+
+
+def test_flops_of_a_model_with_an_expanded_class_token(mmpretrain_scope):
+    """CaiT expands its class token under no_grad: a view that still requires grad, which torch's
+    module tracker rejects unless the parameters are frozen while counting."""
+    result = benchmark_config(osp.join(REPO, 'configs', 'vit', 'cait', 'cait_xxs24_p16_in1k-224.py'), ['flops'], (64, ),
+                              cfg_options={'model.backbone.img_size': 64})
+    assert not result['errors'], result['errors']
+    assert result['flops']['macs'] > 0

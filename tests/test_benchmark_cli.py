@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mmeff.benchmark import Subject
-from mmeff.benchmark.end2end import detection_end2end
+from mmeff.benchmark.end2end import detection_end2end, plot_end2end
 from mmeff.benchmark.memory import measure_in_subprocess
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -143,7 +143,7 @@ def test_cli_onnxruntime_backend_beside_pytorch(configs, tmp_path):
     assert 'measures inference only' in proc.stderr and 'latency_vs_pytorch' in proc.stdout
 
 
-def test_end2end_detection_latency(configs):
+def test_end2end_detection_latency(configs, tmp_path):
     result = detection_end2end(configs['tiny_det'], num_images=2, warmup=1, score_thrs=[0.0, 0.5],
                                iou_thrs=[0.5, 0.7])
     assert 'error' not in result, result
@@ -156,6 +156,15 @@ def test_end2end_detection_latency(configs):
     assert no_threshold['boxes_before_nms'] == 84 * 4
     assert strict['boxes_before_nms'] <= no_threshold['boxes_before_nms']
     assert all(p['boxes_kept'] <= p['boxes_before_nms'] and p['post_ms'] >= p['nms_ms'] for p in result['post'])
+
+    # plots: NMS vs. thresholds for the NMS detector; latency (and accuracy) vs. a swept setting
+    runs = [dict(name='tiny_det', end2end=result)] + [
+        dict(name=f'tiny_det@score_thr={t}', end2end=result, accuracy=a) for t, a in ((0.1, 40.0), (0.3, 38.0))]
+    paths = plot_end2end(runs, str(tmp_path))
+    assert sorted(osp.basename(p) for p in paths) == [
+        'end2end_sweep_tiny_det.png', 'nms_vs_thresholds_tiny_det.png', 'nms_vs_thresholds_tiny_det@score_thr=0.1.png',
+        'nms_vs_thresholds_tiny_det@score_thr=0.3.png']
+    assert all(osp.getsize(p) > 1000 for p in paths)
 
 
 def test_end2end_reports_unsupported_models(configs):

@@ -235,3 +235,28 @@ def test_tensorrt_fp16_engine(tmp_path):
     latency = tensorrt_latency(engine, warmup=5, repeats=20)
     print(f'RT-DETR-R18 TensorRT FP16 640x640 batch 1: {1e3 * latency["median"]:.2f} ms')
     assert latency['median'] > 0
+
+
+def test_deploy_loads_mmengine_checkpoints_and_refuses_pickled_code(tmp_path):
+    """An mmeff/mmengine training checkpoint (message hub objects) loads for export under torch's
+    weights_only default; one with pickled code needs the explicit opt-in."""
+    from fractions import Fraction
+
+    from mmengine.logging import HistoryBuffer
+
+    from mmeff.engine import UnsafeCheckpointError
+    model_cfg = osp.join(REPO, 'configs', 'vit', 'vit', 'vit_tiny_p16_demo-64.py')
+    model, _, _ = build_deploy_model(deploy_cfg(ORT_CLS, 64), model_cfg)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    trained = tmp_path / 'epoch_1.pth'
+    loss = HistoryBuffer()
+    loss.update(0.5)
+    torch.save(dict(state_dict=state, message_hub=dict(loss=loss)), trained)
+    loaded, _, _ = build_deploy_model(deploy_cfg(ORT_CLS, 64), model_cfg, str(trained))
+    assert torch.equal(loaded.head.fc.weight, state['head.fc.weight'])
+    unsafe = tmp_path / 'unsafe.pth'
+    torch.save(dict(state_dict=state, meta=Fraction(1, 2)), unsafe)  # not an mmengine type: could be code
+    with pytest.raises(UnsafeCheckpointError, match='--trust-checkpoint'):
+        build_deploy_model(deploy_cfg(ORT_CLS, 64), model_cfg, str(unsafe))
+    loaded, _, _ = build_deploy_model(deploy_cfg(ORT_CLS, 64), model_cfg, str(unsafe), trust_checkpoint=True)
+    assert torch.equal(loaded.head.fc.weight, state['head.fc.weight'])

@@ -23,7 +23,7 @@ from mmengine.logging import MMLogger
 
 from mmeff.benchmark import (METRICS, analyse, benchmark_config, check_backend, flat_row, format_table,
                              load_accuracy, save_results)
-from mmeff.benchmark.end2end import detection_end2end, format_end2end
+from mmeff.benchmark.end2end import detection_end2end, format_end2end, plot_end2end
 from mmeff.benchmark.sweep import expand_sweep
 
 
@@ -50,13 +50,16 @@ def parse_args():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     parser.add_argument('--out', nargs='+', default=[], help='.json (full results) and/or .csv (one row each)')
     parser.add_argument('--accuracy', help='table of config,accuracy (CSV or JSON) for the Pareto fronts')
-    parser.add_argument('--plot-dir', help='Pareto plots, pareto.csv and correlations.json go here')
+    parser.add_argument('--plot-dir', help='Pareto plots, pareto.csv and correlations.json go here (with '
+                        '--end2end also NMS time vs. thresholds and latency vs. a swept setting)')
     parser.add_argument('--end2end', action='store_true',
                         help='detectors: model vs. post-processing (NMS / top-K) time over dataset images')
     parser.add_argument('--score-thrs', type=float, nargs='+', default=None, help='--end2end: NMS score thresholds')
     parser.add_argument('--iou-thrs', type=float, nargs='+', default=None, help='--end2end: NMS IoU thresholds')
     parser.add_argument('--num-images', type=int, default=20, help='--end2end: images of the test set')
     parser.add_argument('--checkpoint', help='--end2end: weights (random weights keep few boxes)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load a --checkpoint that holds arbitrary pickled objects (only from a trusted source)')
     return parser.parse_args()
 
 
@@ -99,7 +102,8 @@ def main():
         result['name'] = name
         if args.end2end:
             result['end2end'] = detection_end2end(config, options, args.device, args.num_images, args.warmup,
-                                                  args.score_thrs, args.iou_thrs, args.checkpoint)
+                                                  args.score_thrs, args.iou_thrs, args.checkpoint,
+                                                  args.trust_checkpoint)
         results.append(result)
 
     if args.accuracy:
@@ -115,6 +119,8 @@ def main():
     if args.plot_dir:
         rows = [flat_row(result) for result in results]
         analysis = analyse(rows, args.plot_dir)
+        if args.end2end:
+            plot_end2end(results, args.plot_dir)
         if not analysis['pareto']:
             logger.warning('no accuracy given (--accuracy): correlations only, no Pareto fronts')
         logger.info(f'plots and tables in {args.plot_dir}')

@@ -22,6 +22,8 @@ def parse_args():
         p.add_argument('model_cfg')
         p.add_argument('out', help='.onnx (export) or .engine (tensorrt) file to write')
         p.add_argument('--checkpoint')
+        p.add_argument('--trust-checkpoint', action='store_true',
+                       help='load a checkpoint that holds arbitrary pickled objects (only from a trusted source)')
         p.add_argument('--eval-idx', type=int, help='last RT-DETR decoder layer to run')
     sub.choices['tensorrt'].add_argument(
         '--images', nargs='*', help='pre-processed 1x3x640x640 float32 .npy inputs to average the '
@@ -52,14 +54,14 @@ def main():
         return
     if args.command == 'export':
         model, deploy_cfg, _ = build_deploy_model(args.deploy_cfg, args.model_cfg, args.checkpoint,
-                                                  args.eval_idx)
+                                                  args.eval_idx, args.trust_checkpoint)
         print(export_onnx(model, deploy_cfg, args.out))
         return
     import numpy as np
     from mmeff.deploy.tensorrt import build_engine, require_tensorrt, tensorrt_latency
     require_tensorrt()  # before building anything, so a CPU machine fails fast with the reason
     model, deploy_cfg, _ = build_deploy_model(args.deploy_cfg, args.model_cfg, args.checkpoint,
-                                              args.eval_idx)
+                                              args.eval_idx, args.trust_checkpoint)
     onnx_file = export_onnx(model, deploy_cfg, osp.splitext(args.out)[0] + '.onnx')
     build_engine(onnx_file, deploy_cfg, args.out)
     images = [np.load(path) for path in args.images] if args.images else None

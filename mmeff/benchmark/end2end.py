@@ -14,10 +14,11 @@ pair on the same raw outputs. Times are means over the images, in milliseconds.
 """
 import copy
 import itertools
+import os
 import sys
 import time
 from contextlib import ExitStack, contextmanager, redirect_stdout
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 from unittest import mock
 
 import mmcv.ops
@@ -28,6 +29,7 @@ from mmengine.registry import DATASETS, DefaultScope
 from mmengine.runner import load_checkpoint
 from terminaltables import AsciiTable
 
+from mmeff.engine.checkpoint import checkpoint_loading
 from .subject import Subject, load_config
 from .timing import describe_error, synchronize
 
@@ -88,9 +90,11 @@ def nms_thresholds(test_cfg, score_thrs: Optional[Sequence[float]], iou_thrs: Op
 
 def detection_end2end(config: str, cfg_options: Optional[dict] = None, device: str = 'cpu', num_images: int = 20,
                       warmup: int = 5, score_thrs: Optional[Sequence[float]] = None,
-                      iou_thrs: Optional[Sequence[float]] = None, checkpoint: Optional[str] = None) -> Dict:
+                      iou_thrs: Optional[Sequence[float]] = None, checkpoint: Optional[str] = None,
+                      trust_checkpoint: bool = False) -> Dict:
     """Model, post-processing, NMS and end-to-end times of a single-stage or DETR detector (see
-    module doc). Errors are returned as ``{'error': reason}``, like the other metrics."""
+    module doc). Errors are returned as ``{'error': reason}``, like the other metrics. The
+    checkpoint loads as in mmeff's runner (any pickle only with ``trust_checkpoint``)."""
     try:
         cfg = load_config(config, cfg_options)
         subject = Subject(cfg, (1, ), device)  # no synthetic inputs: the images come from the test set
@@ -101,7 +105,8 @@ def detection_end2end(config: str, cfg_options: Optional[dict] = None, device: s
             raise TypeError(f'{type(model).__name__} has no bbox_head.predict_by_feat (two-stage detectors '
                             'post-process inside their RoI head): only single-stage and DETR detectors')
         if checkpoint:
-            load_checkpoint(model, checkpoint, map_location='cpu')
+            with checkpoint_loading(trust_checkpoint):
+                load_checkpoint(model, checkpoint, map_location='cpu')
         batches = [model.data_preprocessor(pseudo_collate([sample]), False) for sample in _test_images(cfg, num_images)]
     except Exception as error:
         return dict(error=describe_error(error))
@@ -153,3 +158,57 @@ def format_end2end(results: Sequence[Dict]) -> str:
                          p['score_thr'], p['iou_thr'], f'{p["post_ms"]:.2f}', f'{p["nms_ms"]:.2f}',
                          f'{p["boxes_before_nms"]:.0f}', f'{p["boxes_kept"]:.0f}'])
     return 'End-to-end detection latency (ms, mean per image):\n' + AsciiTable(rows).table
+
+
+def plot_end2end(results: Sequence[Dict], out_dir: str) -> List[str]:
+    """PNGs of the end-to-end runs: per NMS detector, NMS time and boxes entering NMS against the
+    score threshold (a line per IoU threshold); per swept config (``name@key=value`` runs, e.g.
+    RT-DETR's ``eval_idx``), end-to-end latency and, where given, accuracy against the swept value.
+    Returns the paths written."""
+    import matplotlib
+    matplotlib.use('Agg')  # files only, no display
+    import matplotlib.pyplot as plt
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    done = [r for r in results if 'post' in r.get('end2end', {})]
+    for result in (r for r in done if r['end2end']['has_nms']):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        posts = result['end2end']['post']
+        for iou_thr in sorted({p['iou_thr'] for p in posts}):
+            points = sorted((p['score_thr'], p['nms_ms'], p['boxes_before_nms']) for p in posts if p['iou_thr'] == iou_thr)
+            score_thrs, nms_ms, boxes = zip(*points)
+            axes[0].plot(score_thrs, nms_ms, marker='o', label=f'IoU thr {iou_thr}')
+            axes[1].plot(score_thrs, boxes, marker='o', label=f'IoU thr {iou_thr}')
+        for ax, label in zip(axes, ('NMS time per image (ms)', 'boxes entering NMS per image')):
+            ax.set_xscale('log')
+            ax.set_xlabel('score threshold')
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.suptitle(f"{result['name']}: model {result['end2end']['model_ms']:.1f} ms, "
+                     f"end to end {result['end2end']['end2end_ms']:.1f} ms")
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, f"nms_vs_thresholds_{result['name']}.png"))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    groups: Dict[str, List[Dict]] = {}
+    for result in done:
+        if '@' in result['name']:
+            groups.setdefault(result['name'].split('@')[0], []).append(result)
+    for base, runs in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = [r['name'].split('@', 1)[1] for r in runs]
+        ax.plot(labels, [r['end2end']['end2end_ms'] for r in runs], marker='o', color='tab:blue')
+        ax.set_ylabel('end-to-end latency per image (ms)', color='tab:blue')
+        ax.set_xlabel('swept setting')
+        if all('accuracy' in r for r in runs):
+            twin = ax.twinx()
+            twin.plot(labels, [r['accuracy'] for r in runs], marker='s', color='tab:red')
+            twin.set_ylabel('accuracy', color='tab:red')
+        ax.set_title(base)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, f'end2end_sweep_{base}.png'))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths

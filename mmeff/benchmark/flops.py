@@ -20,7 +20,7 @@ Counting dispatches the real ops (``torch.utils.flop_counter.FlopCounterMode``),
 counted is what runs: data-dependent paths (top-K, NMS) are counted for the input given.
 """
 import math
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -106,15 +106,27 @@ class ElementwiseCounter(TorchDispatchMode):
         return out
 
 
-def count_ops(forward: Callable[[], object]) -> Dict[str, object]:
+def count_ops(forward: Callable[[], object], model: Optional[torch.nn.Module] = None) -> Dict[str, object]:
     """Run ``forward()`` once without gradients and count its operations.
+
+    Args:
+        model: the module ``forward`` runs; its parameters are frozen while counting, because
+            torch's module tracker fails on a view of a parameter made under ``no_grad`` (which
+            still requires grad, e.g. CaiT's expanded class token).
 
     Returns ``macs``, ``flops`` (``2 * macs``), ``elementwise_ops`` and ``macs_by_op``.
     """
     flop_counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
     elementwise = ElementwiseCounter()
-    with torch.no_grad(), flop_counter, elementwise:
-        forward()
+    trainable = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with torch.no_grad(), flop_counter, elementwise:
+            forward()
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     # torch's formulas give FLOPs as 2 x MACs (one multiply-add = 2).
     by_op = {str(op): flops // 2 for op, flops in flop_counter.get_flop_counts().get('Global', {}).items()}
     macs = sum(by_op.values())

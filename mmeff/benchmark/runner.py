@@ -130,7 +130,7 @@ def benchmark_config(config: Union[str, Config],
     result['task'] = subject.task
     measures = dict(
         params=lambda: count_params(subject.model),
-        flops=lambda: dict(count_ops(subject.infer_fn(1)), batch_size=1),
+        flops=lambda: dict(count_ops(subject.infer_fn(1), subject.model), batch_size=1),
         latency=lambda: measure_latency(subject, warmup, repeats),
         throughput=lambda: measure_throughput(
             lambda bs: time_fn(subject.infer_fn(bs), warmup, repeats, subject.device), batch_sizes, warmup, repeats),

@@ -15,6 +15,7 @@ import mmengine
 import torch
 import torch.nn as nn
 
+from mmeff.engine.checkpoint import checkpoint_loading
 from mmeff.models.layers.reparam import switch_to_deploy
 from .compat import torchscript_onnx_export
 
@@ -49,9 +50,11 @@ def load_configs(deploy_cfg: ConfigLike, model_cfg: ConfigLike,
 
 def build_deploy_model(deploy_cfg: ConfigLike, model_cfg: ConfigLike,
                        checkpoint: Optional[str] = None, eval_idx: Optional[int] = None,
-                       ) -> Tuple[nn.Module, mmengine.Config, mmengine.Config]:
+                       trust_checkpoint: bool = False) -> Tuple[nn.Module, mmengine.Config, mmengine.Config]:
     """The PyTorch model exactly as it is exported: built by mmdeploy's task processor (so the
     configs' ``custom_imports`` and checkpoint loading are mmdeploy's), in eval mode, RepVGG fused.
+    The checkpoint loads as in mmeff's runner (:func:`~mmeff.engine.checkpoint.checkpoint_loading`:
+    mmengine's own checkpoints; any pickle only with ``trust_checkpoint``).
 
     Returns:
         tuple: the model and the loaded deploy and model configs.
@@ -59,7 +62,8 @@ def build_deploy_model(deploy_cfg: ConfigLike, model_cfg: ConfigLike,
     from mmdeploy.apis import build_task_processor
     deploy_cfg, model_cfg = load_configs(deploy_cfg, model_cfg, eval_idx)
     task_processor = build_task_processor(model_cfg, deploy_cfg, device='cpu')
-    model = switch_to_deploy(task_processor.build_pytorch_model(checkpoint)).eval()
+    with checkpoint_loading(trust_checkpoint):
+        model = switch_to_deploy(task_processor.build_pytorch_model(checkpoint)).eval()
     return model, deploy_cfg, model_cfg
 
 

@@ -31,7 +31,7 @@ MMENGINE_CHECKPOINT_TYPES = (
 )
 
 TRUST_HINT = ('If you trust the origin of this file, opt in to loading it with pickle: set '
-              '`trust_checkpoint = True` in the config (tools/train.py and tools/test.py: --trust-checkpoint).')
+              '`trust_checkpoint = True` in the config (tools/train.py, test.py, benchmark.py, deploy.py: --trust-checkpoint).')
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
