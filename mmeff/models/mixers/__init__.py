@@ -14,3 +14,4 @@ from . import talking_heads
 from . import sinkhorn
 from . import routing
 from . import polysa
+from . import slab
