@@ -246,3 +246,27 @@ def test_slab_vit_eval_uses_batchnorm_only_and_fuses():
         # the blocks' norms are folded into qkv and fc1; only the final one stays, as an affine
         assert all(isinstance(b.norm1, nn.Identity) and isinstance(b.norm2, nn.Identity) for b in model.blocks)
         report('SLAB-ViT fused vs unfused', model(x)[0], before, 1e-5)
+
+
+def test_slab_demo_trains_through_the_schedule_with_mmengine_runner(tmp_path):
+    """The step counter follows the runner's iterations; validation (eval mode) runs RepBN only."""
+    import os.path as osp
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from mmeff.models.layers.prepbn import PRepBN
+    cfg = Config.fromfile(osp.join(osp.dirname(__file__), '..', 'configs', 'vit', 'slab', 'slab_tiny_p16_demo-64.py'))
+    cfg.work_dir = str(tmp_path)
+    cfg.model.backbone.norm_cfg.total_steps = 5
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
+    cfg.param_scheduler = []
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, save_last=False)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    norms = [m for m in runner.model.modules() if isinstance(m, PRepBN)]
+    steps = {n.num_steps.item() for n in norms}
+    print(f'runner iterations {runner.iter}, PRepBN steps {steps}, gamma {norms[0].gamma.item()}')
+    assert steps == {runner.iter} and runner.iter > 5 and all(n.gamma.item() == 0 for n in norms)
+    assert 'val/accuracy/top1' in runner.message_hub.log_scalars
