@@ -21,7 +21,7 @@ from mmeff.registry import register_backbone
 from ..timm_twins import register_timm_twin
 from ..mixers.softmax_attention import SoftmaxAttention
 from ..layers.vit_blocks import (MLP_BLOCKS, TOKEN_MIXERS, TOKEN_REDUCERS, ViTBlock,
-                                 build_vit_part)
+                                 build_token_norm, build_vit_part)
 
 # The size classes of the paper (one source of truth; read-only so no factory can change it).
 VIT_ARCHS: Mapping[str, Mapping[str, float]] = MappingProxyType({
@@ -72,13 +72,15 @@ class ViTWithMixer(BaseBackbone):
         init_values: LayerScale init; ``None`` disables LayerScale.
         drop_rate: dropout after the position embedding and in the MLP.
         drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
-        norm_eps: LayerNorm epsilon.
+        norm_eps: the norms' epsilon.
         with_cls_token: prepend a class token (without position embedding, as DeiT III).
         out_type: ``'cls_token'`` or ``'avg'`` (mean of the final tokens, e.g. GFNet).
         mixer: config of the token mixer (``TOKEN_MIXERS``).
         mlp: config of the MLP block (``MLP_BLOCKS``).
         reducers: token-sequence reducers (``TOKEN_REDUCERS``), each with a ``layer`` key: the
             index of the block it runs before or in (see ``vit_blocks``).
+        norm_cfg: the blocks' and the final norm, from OpenMMLab's norm registry (e.g.
+            ``dict(type='PRepBN')``, SLAB); ``None``: LayerNorm.
     """
 
     def __init__(self,
@@ -96,6 +98,7 @@ class ViTWithMixer(BaseBackbone):
                  mixer: Mapping = MappingProxyType(dict(type='SoftmaxAttention')),
                  mlp: Mapping = MappingProxyType(dict(type='Mlp')),
                  reducers: Sequence[Mapping] = (),
+                 norm_cfg: Optional[Mapping] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         size = resolve_arch(arch, VIT_ARCHS)
@@ -152,12 +155,13 @@ class ViTWithMixer(BaseBackbone):
                 init_values=init_values,
                 drop_path_rate=drop_path_rates[i],
                 norm_eps=norm_eps,
-                reducer=inside.get(i)) for i in range(depth))
+                reducer=inside.get(i),
+                norm_cfg=norm_cfg) for i in range(depth))
         for reducer in before.values():
             if getattr(reducer, 'masks_attention', False) and not isinstance(self.blocks[0].mixer, SoftmaxAttention):
                 raise ValueError(f'{type(reducer).__name__} masks the attention of later blocks: '
                                  'use SoftmaxAttention as mixer')
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = build_token_norm(norm_cfg, embed_dim, norm_eps)
 
     def train(self, mode: bool = True) -> 'ViTWithMixer':
         # BaseBackbone.train returns None; keep nn.Module's contract so `model.eval()` chains.

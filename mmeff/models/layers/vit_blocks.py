@@ -18,13 +18,16 @@ The skeleton offers every part its context (``embed_dim``, ``num_heads``, ``qkv_
 entries its constructor names, so each part declares only what its paper needs.
 """
 import inspect
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
+from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.registry import Registry
+from mmengine.registry import MODELS, Registry
 from mmpretrain.models.utils import LayerScale
 from torch import nn
+
+from .reparam import Reparameterizable
 
 TOKEN_MIXERS = Registry('token mixer', scope='mmeff')
 MLP_BLOCKS = Registry('mlp block', scope='mmeff')
@@ -50,6 +53,25 @@ def build_vit_part(registry: Registry, cfg: dict, **context) -> nn.Module:
     return part_cls(**{**offered, **cfg})
 
 
+def build_token_norm(norm_cfg: Optional[Mapping], embed_dim: int, eps: float) -> nn.Module:
+    """The skeleton's normalization of tokens [B, N, C]: LayerNorm when ``norm_cfg`` is None, else a
+    norm from OpenMMLab's norm registry (mmcv's ``build_norm_layer``), e.g. SLAB's ``'PRepBN'``.
+
+    ``eps`` (the skeleton's ``norm_eps``) is the default of the config's ``eps``.
+    """
+    if norm_cfg is None:
+        return nn.LayerNorm(embed_dim, eps=eps)
+    cfg = dict(norm_cfg)
+    name = cfg.get('type')
+    if isinstance(name, str):
+        with MODELS.switch_scope_and_registry(None) as registry:
+            cfg['type'] = registry.get(name)
+        if cfg['type'] is None:
+            raise KeyError(f'unknown norm type={name!r}; token norms: LN, RepBN, PRepBN (mmcv norm registry)')
+    cfg.setdefault('eps', eps)
+    return build_norm_layer(cfg, embed_dim)[1]
+
+
 @MLP_BLOCKS.register_module()
 class Mlp(nn.Module):
     """The transformer's two-layer GELU MLP (Vaswani et al., https://arxiv.org/abs/1706.03762).
@@ -69,8 +91,10 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-class ViTBlock(nn.Module):
+class ViTBlock(nn.Module, Reparameterizable):
     """A pre-norm transformer block whose token mixer and MLP are registered parts.
+
+    The norms are LayerNorms, or ``norm_cfg`` from the norm registry (``build_token_norm``).
 
     ``x = x + drop_path(ls1(mixer(norm1(x), hw)))``, then the MLP the same way; LayerScale
     (CaiT, https://arxiv.org/abs/2103.17239) when ``init_values`` is set.
@@ -83,12 +107,13 @@ class ViTBlock(nn.Module):
                  init_values: Optional[float] = 1e-4,
                  drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-6,
-                 reducer: Optional[nn.Module] = None):
+                 reducer: Optional[nn.Module] = None,
+                 norm_cfg: Optional[Mapping] = None):
         super().__init__()
-        self.norm1 = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm1 = build_token_norm(norm_cfg, embed_dim, norm_eps)
         self.mixer = mixer
         self.ls1 = self._layer_scale(embed_dim, init_values)
-        self.norm2 = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm2 = build_token_norm(norm_cfg, embed_dim, norm_eps)
         self.mlp = mlp
         self.ls2 = self._layer_scale(embed_dim, init_values)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
@@ -98,6 +123,16 @@ class ViTBlock(nn.Module):
                 raise ValueError(f'{type(reducer).__name__} scores tokens with the attention of the '
                                  f'block, which {type(mixer).__name__} does not expose; use SoftmaxAttention')
             mixer.cache_qk = True
+
+    def switch_to_deploy(self) -> None:
+        """Fold norms that are affine at inference (SLAB's PRepBN: ``fold_into``) into the linear layer
+        reading them: the mixer's ``qkv`` (attention-like mixers read their input only through it)
+        and the MLP's ``fc1``."""
+        for name, linear in (('norm1', getattr(self.mixer, 'qkv', None)), ('norm2', getattr(self.mlp, 'fc1', None))):
+            norm = getattr(self, name)
+            if hasattr(norm, 'fold_into') and isinstance(linear, nn.Linear):
+                norm.fold_into(linear)
+                setattr(self, name, nn.Identity())
 
     @staticmethod
     def _layer_scale(embed_dim: int, init_values: Optional[float]) -> nn.Module:

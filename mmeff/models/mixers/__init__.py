@@ -13,3 +13,5 @@ from . import reformer
 from . import talking_heads
 from . import sinkhorn
 from . import routing
+from . import polysa
+from . import slab

@@ -4,9 +4,12 @@ Softmax attention and most of its efficient replacements share the same frame: p
 queries, keys and values, split the channels into heads, attend, merge the heads, project back.
 A mixer of this family only writes ``attend`` (its paper's method section).
 """
+import math
 from typing import Tuple
 
 import torch
+from mmengine.logging import print_log
+from mmpretrain.models.utils import resize_pos_embed
 from torch import nn
 
 from ..layers.vit_blocks import HW
@@ -61,3 +64,19 @@ def split_grid(x: torch.Tensor, hw: Tuple[int, int],
     """[B, P + h*w, C] -> prefix tokens [B, P, C] and the patch grid [B, h, w, C]."""
     prefix, patches = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
     return prefix, patches.reshape(x.shape[0], hw[0], hw[1], x.shape[-1])
+
+
+def resize_token_param(param: torch.Tensor, grid_size: Tuple[int, int], num_prefix_tokens: int,
+                       name: str) -> torch.Tensor:
+    """A per-token parameter [1, P + h*w, C] of a checkpoint, bicubically resized to ``grid_size``.
+
+    Mixers with weights per sequence position (Poly-SA's token weights, SLAB's key position
+    encoding) load a checkpoint of another resolution as ViT loads its position embedding.
+    """
+    src_len = param.shape[1] - num_prefix_tokens
+    src_side = math.isqrt(src_len)
+    if src_side * src_side != src_len:
+        raise ValueError(f'cannot resize {name} of {src_len} patch tokens: only square source grids are supported')
+    if (src_side, src_side) != tuple(grid_size):
+        print_log(f'resize {name} from grid {src_side}x{src_side} to {tuple(grid_size)}', logger='current')
+    return resize_pos_embed(param, (src_side, src_side), tuple(grid_size), num_extra_tokens=num_prefix_tokens)

@@ -1,0 +1,3 @@
+# Poly-SA (Poly-NL third-order polynomial attention), ViT-Base/16 on ImageNet-1k at 224 px (kernel attention).
+_base_ = '../_base_/wttf_base_in1k_224.py'
+model = dict(backbone=dict(mixer=dict(type='PolySelfAttention')))

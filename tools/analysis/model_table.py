@@ -1,0 +1,151 @@
+"""Parameters and GMACs of every classifier config of a directory, as the README table lists them.
+
+    python tools/analysis/model_table.py configs/vit [--update] [--only NAME ...] [--img-size 224]
+        [--pattern '*_in1k-224.py'] [--out table.json]
+
+For each ``<dir>/*/<pattern>`` config: the classifier is built (random weights, eval mode), its
+trainable parameters counted, and the multiply-accumulates of one image of ``--img-size`` counted with
+:func:`mmeff.benchmark.flops.count_ops` (fvcore's convention of the efficient-ViT paper: one
+multiply-add = 1 MAC; FLOPs in the RT-DETR convention are 2x). Token-reducing models are counted
+for the random input given (their kept tokens may depend on it).
+
+Prints one table row per config; ``--update`` rewrites the rows of ``<dir>/README.md`` in place as
+
+    | [name](path) | taxonomy class | params (M) | GMACs (224) | params |
+
+keeping each row's link and taxonomy class, and sets the table header to these five columns.
+Configs without a README row are reported (their taxonomy class must be chosen by hand).
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import re
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.registry import DefaultScope
+
+from mmeff.benchmark.flops import count_ops
+from mmeff.benchmark.subject import build_model, load_config, scope_of
+
+ROW = re.compile(r'^\| \[(?P<name>[^\]]+)\]\((?P<path>[^)]+)\) \| (?P<taxonomy>[^|]+?) \|')
+HEADER = '| config | taxonomy class | params (M) | GMACs ({size}) | params |'
+SEPARATOR = '|---|---|---|---|---|'
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Params and GMACs of the classifier configs of a directory')
+    parser.add_argument('config_dir', help='e.g. configs/vit or configs/hvit')
+    parser.add_argument('--pattern', default='*_in1k-224.py', help='config file names under <dir>/*/')
+    parser.add_argument('--img-size', type=int, default=224, help='side of the square input image')
+    parser.add_argument('--only', nargs='+', default=[], help='measure only configs whose path (relative to the directory) contains one of these, e.g. vit/vit_tiny')
+    parser.add_argument('--update', action='store_true', help='rewrite the table rows of <dir>/README.md')
+    parser.add_argument('--out', help='also write the measurements to this .json file')
+    return parser.parse_args()
+
+
+def find_configs(config_dir: str, pattern: str, only: List[str]) -> List[str]:
+    """Config paths relative to ``config_dir``, sorted."""
+    paths = sorted(osp.relpath(p, config_dir) for p in glob.glob(osp.join(config_dir, '*', pattern)))
+    if only:
+        paths = [p for p in paths if any(word in p for word in only)]
+    if not paths:
+        raise SystemExit(f'no config matches {osp.join(config_dir, "*", pattern)}'
+                         + (f' and --only {only}' if only else ''))
+    return paths
+
+
+def measure(config_path: str, img_size: int) -> Dict[str, float]:
+    """Trainable parameters and MACs of one image of ``img_size`` x ``img_size``."""
+    cfg = load_config(config_path)
+    model = build_model(cfg)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # torch's FlopCounterMode tracks modules with grad hooks on inputs requiring grad, and fails on a
+    # view of a parameter made under no_grad (CaiT's expanded class token): counting needs no grads.
+    model.requires_grad_(False)
+    image = torch.randn(1, cfg.model.get('backbone', {}).get('in_channels', 3), img_size, img_size,
+                        generator=torch.Generator().manual_seed(0))
+    with DefaultScope.overwrite_default_scope(scope_of(cfg)):
+        macs = count_ops(lambda: model(image, mode='tensor'))['macs']
+    return dict(params=params, macs=macs)
+
+
+def format_row(name: str, path: str, taxonomy: str, params: int, macs: int) -> str:
+    return f'| [{name}]({path}) | {taxonomy} | {params / 1e6:.2f} | {macs / 1e9:.2f} | {params:,} |'
+
+
+def update_readme(readme: str, results: Dict[str, Dict[str, float]], img_size: int) -> Tuple[str, List[str]]:
+    """The README text with the measured rows rewritten and a five-column header; and the measured
+    configs that have no row."""
+    lines, listed = [], set()
+    for line in readme.splitlines():
+        stripped = line.strip()
+        match = ROW.match(stripped)
+        if match and match['path'] in results:
+            listed.add(match['path'])
+            r = results[match['path']]
+            line = format_row(match['name'], match['path'], match['taxonomy'], r['params'], r['macs'])
+        elif stripped.startswith('| config | taxonomy class |'):
+            line = HEADER.format(size=img_size)
+        elif re.fullmatch(r'\|(\s*:?-+:?\s*\|)+', stripped) and lines and lines[-1] == HEADER.format(size=img_size):
+            line = SEPARATOR
+        lines.append(line)
+    text = '\n'.join(lines) + ('\n' if readme.endswith('\n') else '')
+    return text, sorted(set(results) - listed)
+
+
+def taxonomy_of(readme: Optional[str], path: str) -> str:
+    for line in (readme or '').splitlines():
+        match = ROW.match(line.strip())
+        if match and match['path'] == path:
+            return match['taxonomy']
+    return '?'
+
+
+def main():
+    args = parse_args()
+    paths = find_configs(args.config_dir, args.pattern, args.only)
+    readme_path = osp.join(args.config_dir, 'README.md')
+    readme = open(readme_path).read() if osp.exists(readme_path) else None
+    torch.set_grad_enabled(False)
+    results, failed = {}, {}
+    start = time.perf_counter()
+    for i, path in enumerate(paths, 1):
+        tic = time.perf_counter()
+        try:
+            results[path] = measure(osp.join(args.config_dir, path), args.img_size)
+        except Exception as error:  # one broken config must not stop the table
+            failed[path] = f'{type(error).__name__}: {error}'
+            print(f'[{i}/{len(paths)}] {path}: FAILED {failed[path]}', file=sys.stderr, flush=True)
+            continue
+        r = results[path]
+        print(f'[{i}/{len(paths)}] {path}: {r["params"]:,} params, {r["macs"] / 1e9:.2f} GMACs '
+              f'({time.perf_counter() - tic:.1f} s, {time.perf_counter() - start:.0f} s total)',
+              file=sys.stderr, flush=True)
+
+    print(HEADER.format(size=args.img_size))
+    print(SEPARATOR)
+    for path, r in results.items():
+        name = osp.splitext(osp.basename(path))[0]
+        print(format_row(name, path, taxonomy_of(readme, path), r['params'], r['macs']))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(img_size=args.img_size, results=results, failed=failed), f, indent=1)
+    if args.update:
+        if readme is None:
+            raise SystemExit(f'--update: {readme_path} does not exist')
+        text, unlisted = update_readme(readme, results, args.img_size)
+        with open(readme_path, 'w') as f:
+            f.write(text)
+        print(f'updated {len(results) - len(unlisted)} rows of {readme_path}', file=sys.stderr)
+        if unlisted:
+            print(f'no README row (add one with its taxonomy class): {", ".join(unlisted)}', file=sys.stderr)
+    if failed:
+        raise SystemExit(f'{len(failed)} config(s) failed: {", ".join(failed)}')
+
+
+if __name__ == '__main__':
+    main()
