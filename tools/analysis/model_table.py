@@ -63,13 +63,10 @@ def measure(config_path: str, img_size: int) -> Dict[str, float]:
     cfg = load_config(config_path)
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    # torch's FlopCounterMode tracks modules with grad hooks on inputs requiring grad, and fails on a
-    # view of a parameter made under no_grad (CaiT's expanded class token): counting needs no grads.
-    model.requires_grad_(False)
     image = torch.randn(1, cfg.model.get('backbone', {}).get('in_channels', 3), img_size, img_size,
                         generator=torch.Generator().manual_seed(0))
     with DefaultScope.overwrite_default_scope(scope_of(cfg)):
-        macs = count_ops(lambda: model(image, mode='tensor'))['macs']
+        macs = count_ops(lambda: model(image, mode='tensor'), model)['macs']
     return dict(params=params, macs=macs)
 
 
