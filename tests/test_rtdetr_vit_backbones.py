@@ -10,6 +10,7 @@ import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
+from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
@@ -22,6 +23,16 @@ CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in glob.glob(f'{CONFIG_DIR}/**
                  if '_base_' not in p)
 DEMOS = [c for c in CONFIGS if c.endswith('_demo.py')]
 FULL = [c for c in CONFIGS if c not in DEMOS]
+
+# Trainable parameters of the COCO configs (the rows of the README table; the ViTs' position embeddings are sized
+# for the configs' img_size: 640x640 for RT-DETR, 800x1344 for RetinaNet).
+PARAMS = {
+    'rtdetr_swin_tiny.py': 46_364_166,
+    'rtdetr_vit_small_sfp.py': 43_222_860,
+    'rtdetr_hydra_vit_small_sfp.py': 43_222_860,
+    'mmdet/retinanet_swin-t_fpn_1x_coco.py': 38_458_606,
+    'mmdet/retinanet_vit-s_sfp_1x_coco.py': 31_988_276,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -121,6 +132,8 @@ def test_config_builds_with_the_expected_levels(config):
     strides = (8, 16, 32) if is_rtdetr else (8, 16, 32, 64, 128)
     channels = cfg.model.feat_channels if is_rtdetr else [cfg.model.bbox_head.in_channels] * 5
     assert shapes == [(1, c, math.ceil(128 / s), math.ceil(192 / s)) for c, s in zip(channels, strides)]
+    if config in PARAMS:
+        assert params == PARAMS[config]
     if config in FULL:
         assert cfg.model.bbox_head.num_classes == 80
         assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
@@ -176,7 +189,10 @@ def _train_and_predict(config: str, size=None, iters=2):
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     _, data = _batch(cfg, 'train', [0, 1], size)
     model.train()
+    hub = MessageHub.get_current_instance()  # the runner's progress, read by the batch-level multi-scale resize
+    hub.update_info('epoch', 0)
     for it in range(iters):
+        hub.update_info('iter', it)
         losses = model.train_step(data, optim_wrapper)
         total = sum(v for k, v in losses.items() if 'loss' in k)
         print(f'{config} iter {it}: loss {total.item():.4f} ({len(losses)} terms)')

@@ -214,8 +214,8 @@ class ViTWithMixer(BaseBackbone):
         return x
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        grid = check_divisible(tuple(x.shape[-2:]), self.patch_size)
-        x = self.norm(self.forward_patch_stage(x))
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        x = self.norm(self.forward_patch_stage(x))  # a clear error for sizes the patches don't tile
         if self.out_type == 'cls_token':
             return (x[:, 0], )
         patches = x[:, self.num_prefix_tokens:]  # B, N, C
