@@ -63,9 +63,9 @@ def load(name: str) -> Config:
     return cfg
 
 
-def vit(**kwargs):
+def vit(img_size=64, **kwargs):
     return CLS_MODELS.build(dict(type='ViTWithMixer', arch=dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0),
-                                 img_size=64, **kwargs))
+                                 img_size=img_size, **kwargs))
 
 
 # ViTWithMixer: out_type='featmap'
@@ -91,6 +91,24 @@ def test_featmap_keeps_the_other_outputs():
     torch.manual_seed(0)
     featmap = vit(out_type='featmap').eval()
     assert torch.allclose(avg(x)[0], featmap(x)[0].mean(dim=(2, 3)), atol=1e-6)
+
+
+def test_classification_checkpoint_loads_into_the_detection_vit(tmp_path):
+    """An ImageNet checkpoint (224 px, class token, head) initializes the detection ViT (no class token, another
+    size): the position embedding is resized to the new grid, the class token and head are left out."""
+    classifier = vit(out_type='cls_token')  # a 4x4 patch grid
+    torch.nn.init.normal_(classifier.pos_embed)
+    state = {'backbone.' + k: v for k, v in classifier.state_dict().items()}
+    state['head.fc.weight'] = torch.zeros(10, 64)
+    torch.save(dict(state_dict=state), tmp_path / 'cls.pth')
+    detector_vit = vit(img_size=(96, 128), out_type='featmap', with_cls_token=False,
+                       init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'cls.pth'), prefix='backbone.'))
+    detector_vit.init_weights()
+    assert detector_vit.pos_embed.shape == (1, 6 * 8, 64)
+    assert torch.equal(detector_vit.patch_embed.projection.weight, classifier.patch_embed.projection.weight)
+    resized = torch.nn.functional.interpolate(classifier.pos_embed.reshape(1, 4, 4, 64).permute(0, 3, 1, 2),
+                                              size=(6, 8), mode='bicubic', align_corners=False)
+    assert torch.allclose(detector_vit.pos_embed, resized.flatten(2).transpose(1, 2), atol=1e-5)
 
 
 def test_featmap_with_token_reducer_is_a_clear_error():
