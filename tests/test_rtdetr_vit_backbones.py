@@ -94,8 +94,8 @@ def test_featmap_keeps_the_other_outputs():
 
 
 def test_classification_checkpoint_loads_into_the_detection_vit(tmp_path):
-    """An ImageNet checkpoint (224 px, class token, head) initializes the detection ViT (no class token, another
-    size): the position embedding is resized to the new grid, the class token and head are left out."""
+    """A classification checkpoint (another size, class token, head) initializes the detection ViT (no class token,
+    non-square): the position embedding is resized to the new grid, the class token and head are left out."""
     classifier = vit(out_type='cls_token')  # a 4x4 patch grid
     torch.nn.init.normal_(classifier.pos_embed)
     state = {'backbone.' + k: v for k, v in classifier.state_dict().items()}

@@ -11,7 +11,7 @@ model = dict(
         drop_path_rate=0.2,
         # pad maps smaller than a 7x7 window (as Swin's detection code) instead of failing on small inputs
         pad_small_map=True,
-        # ImageNet weights (e.g. configs/hvit/swin): init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')
+        # ImageNet weights (configs/hvit/swin): init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')
     ),
     neck=dict(in_channels=(192, 384, 768)))
 
