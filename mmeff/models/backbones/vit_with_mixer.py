@@ -74,7 +74,10 @@ class ViTWithMixer(BaseBackbone):
         drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
         norm_eps: the norms' epsilon.
         with_cls_token: prepend a class token (without position embedding, as DeiT III).
-        out_type: ``'cls_token'`` or ``'avg'`` (mean of the final tokens, e.g. GFNet).
+        out_type: ``'cls_token'``, ``'avg'`` (mean of the final tokens, e.g. GFNet) or
+            ``'featmap'``: the patch tokens as one stride-``patch_size`` map ``[B, C, H/p, W/p]``,
+            the input of a detection neck (e.g. ``SimpleFeaturePyramid``, ViTDet); it needs the
+            full patch grid, so it cannot be combined with token reducers.
         mixer: config of the token mixer (``TOKEN_MIXERS``).
         mlp: config of the MLP block (``MLP_BLOCKS``).
         reducers: token-sequence reducers (``TOKEN_REDUCERS``), each with a ``layer`` key: the
@@ -104,8 +107,12 @@ class ViTWithMixer(BaseBackbone):
         size = resolve_arch(arch, VIT_ARCHS)
         self.embed_dim = embed_dim = size['embed_dim']
         self.depth = depth = size['depth']
-        if out_type not in ('cls_token', 'avg'):
-            raise ValueError(f"out_type must be 'cls_token' or 'avg', got {out_type!r}")
+        if out_type not in ('cls_token', 'avg', 'featmap'):
+            raise ValueError(f"out_type must be 'cls_token', 'avg' or 'featmap', got {out_type!r}")
+        if out_type == 'featmap' and reducers:
+            raise ValueError("out_type='featmap' reshapes the patch tokens to their grid, which token "
+                             f"reducers ({', '.join(str(dict(r).get('type')) for r in reducers)}) remove "
+                             "or merge; use a ViT without reducers for dense prediction")
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True; use out_type='avg'")
         self.out_type = out_type
@@ -211,8 +218,14 @@ class ViTWithMixer(BaseBackbone):
         return x
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        x = self.norm(self.forward_patch_stage(x))
-        return (x[:, 0] if self.out_type == 'cls_token' else x[:, self.num_prefix_tokens:].mean(dim=1), )
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        x = self.norm(self.forward_patch_stage(x))  # a clear error for sizes the patches don't tile
+        if self.out_type == 'cls_token':
+            return (x[:, 0], )
+        patches = x[:, self.num_prefix_tokens:]  # B, N, C
+        if self.out_type == 'avg':
+            return (patches.mean(dim=1), )
+        return (patches.transpose(1, 2).reshape(x.shape[0], -1, *grid), )  # B, C, H/p, W/p
 
 
 def timm_vit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
