@@ -2,3 +2,5 @@ from . import vit_with_mixer
 from . import hgnetv2
 from . import presnet
 from . import cait
+from . import swin_v2
+from . import mmpretrain_twins
