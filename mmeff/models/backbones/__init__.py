@@ -4,3 +4,4 @@ from . import presnet
 from . import cait
 from . import swin_v2
 from . import mmpretrain_twins
+from . import hivit
