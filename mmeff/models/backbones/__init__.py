@@ -5,3 +5,4 @@ from . import cait
 from . import swin_v2
 from . import mmpretrain_twins
 from . import hivit
+from . import stvit_swin

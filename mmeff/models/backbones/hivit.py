@@ -115,6 +115,11 @@ class HiViTPyramid(BaseBackbone):
         self.num_main_blocks = depths[-1]
         self.fc_norm = build_norm_layer(norm_cfg, self.embed_dims) if out_type == 'avg_featmap' else None
 
+    def train(self, mode: bool = True):
+        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
+        super().train(mode)
+        return self
+
     def init_weights(self):
         super().init_weights()
         pretrained = isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'

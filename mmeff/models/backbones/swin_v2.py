@@ -28,3 +28,8 @@ class SwinTransformerV2Strict(SwinTransformerV2):
                     table = getattr(module, name)
                     delattr(module, name)
                     module.register_buffer(name, table, persistent=False)
+
+    def train(self, mode: bool = True):
+        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
+        super().train(mode)
+        return self
