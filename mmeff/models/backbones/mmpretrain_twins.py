@@ -2,9 +2,10 @@
 they are: Swin, Swin V2, XCiT, MLP-Mixer and ResNet.
 
 mmeff does not re-implement these models: the configs build MMPretrain's ``SwinTransformer``,
-``SwinTransformerV2`` (through ``SwinTransformerV2Strict``, see ``swin_v2.py``), ``XCiT``, ``MlpMixer`` and ``ResNet``. This module maps timm's weights onto them
-(renames, plus the one real layout difference: the channel order of Swin's 2x2 patch merging) and registers
-each config with the timm model it equals, for ``tests/test_timm_twins.py``.
+``SwinTransformerV2`` (as ``SwinTransformerV2Strict``, see ``swin_v2.py``), ``XCiT``, ``MlpMixer`` and
+``ResNet``. This module maps timm's weights onto them (renames, plus the one layout difference: the channel
+order of Swin's 2x2 patch merging) and registers each config with the timm model it equals, for
+``tests/test_timm_twins.py``.
 
 - Swin: Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",
   https://arxiv.org/abs/2103.14030
@@ -15,7 +16,7 @@ each config with the timm model it equals, for ``tests/test_timm_twins.py``.
 """
 import math
 import re
-from typing import Callable, Iterable, Mapping, Tuple
+from typing import Callable, Iterable, Mapping, Tuple, Union
 
 import torch
 from mmpretrain.models.utils import WindowMSA
@@ -23,7 +24,7 @@ from mmpretrain.models.utils import WindowMSA
 from ..timm_twins import register_timm_twin
 
 StateDict = Mapping[str, torch.Tensor]
-Renames = Iterable[Tuple[str, str]]
+Renames = Iterable[Tuple[str, Union[str, Callable]]]  # re.sub pattern, replacement
 
 
 def _rename(state_dict: StateDict, renames: Renames) -> dict:
@@ -65,7 +66,6 @@ def timm_swin_to_mmeff(state_dict: StateDict) -> dict:
         (r'\.mlp\.fc1\.', '.ffn.layers.0.0.'),
         (r'\.mlp\.fc2\.', '.ffn.layers.1.'),
         (r'^norm\.', 'norm3.'),
-        (r'^head\.fc\.', 'head.fc.'),
     )
     converted = _rename(state_dict, renames)
     for key, value in list(converted.items()):
@@ -73,7 +73,7 @@ def timm_swin_to_mmeff(state_dict: StateDict) -> dict:
             converted[key] = value[:, unfold_merge_order(value.shape[1] // 4)]
         elif '.downsample.norm.' in key:  # Swin v1 normalizes the 4C merged channels
             converted[key] = value[unfold_merge_order(value.shape[0] // 4)]
-        elif key.endswith('relative_position_bias_table'):
+        elif key.endswith('relative_position_bias_table'):  # MMPretrain saves the index timm recomputes
             window = _window_of(value)
             index = WindowMSA(2, (window, window), 1).relative_position_index
             converted[key.replace('bias_table', 'index')] = index
