@@ -31,7 +31,7 @@ def forward_backward(model, size: int):
 def test_forward_backward_tiny():
     model = build_classifier('stvit/stvit_swin_tiny_p4_w7_in1k-224.py')
     forward_backward(model, 224)
-    forward_backward(model, 336)  # 21x21 third stage: 9 windows, global cluster centers resized
+    forward_backward(model, 336)  # 21x21 third stage: 9 windows
 
 
 @pytest.mark.parametrize('size', [224, 448])
@@ -74,6 +74,15 @@ def test_pooling_initialization_is_per_window_max_pooling():
             torch.testing.assert_close(whole[:, :, 3 * i:3 * i + 3, 3 * j:3 * j + 3], F.adaptive_max_pool2d(window, 3))
 
 
+def test_cluster_centers_are_attention_outputs():
+    """The first semantic block replaces its pooled queries by the attention output (no query residual)."""
+    cycle = SemanticTokenCycle(8, 2, 7, 3, 10, [0.] * 6)
+    block = cycle.pooled_attention
+    torch.nn.init.zeros_(block.ls1.weight)
+    torch.nn.init.zeros_(block.ls2.weight)
+    assert block(torch.randn(1, 9, 8), torch.randn(1, 109, 8)).abs().max() == 0
+
+
 def test_regions_are_enlarged_windows():
     """At 14x14 the 10x10 regions start at 0 and 4 (the authors' crops); every region covers its window."""
     cycle = SemanticTokenCycle(8, 2, 7, 3, 10, [0.] * 6)
@@ -90,8 +99,6 @@ def test_clear_errors():
     backbone = CLS_MODELS.build(dict(type='STViTSwin', arch='tiny'))
     with pytest.raises(ValueError, match='multiples of 112'):
         backbone(torch.randn(1, 3, 256, 256))
-    with pytest.raises(ValueError, match='multiples of 112'):
-        CLS_MODELS.build(dict(type='STViTSwin', arch='tiny', img_size=256))
     with pytest.raises(ValueError, match='multiple of 6'):
         CLS_MODELS.build(dict(type='STViTSwin', arch=dict(embed_dims=96, depths=[2, 2, 4, 2], num_heads=[3, 6, 12, 24])))
 

@@ -2,16 +2,16 @@
 CVPR 2023, https://arxiv.org/abs/2303.08685 (STViT-R, the variant that recovers the image tokens).
 
 Image tokens are redundant in the middle of a hierarchical model. STViT replaces most blocks of Swin's third
-stage by blocks on a few *semantic tokens*, each a cluster center of image tokens:
+stage by blocks on a few *semantic tokens*, cluster centers of the image tokens:
 
 1. a Swin block (window attention) on the image tokens;
 2. semantic token generation: every 7x7 window is max-pooled to 3x3 tokens (the spatial-pooling
-   initialization of the cluster centers), which then attend to the pooled tokens and the image tokens of
-   a slightly enlarged region around their window;
-3. the semantic tokens (plus learned global cluster centers in the first cycle) attend to all semantic and
-   image tokens;
-4. two transformer blocks on the semantic tokens only (within a window, then across windows): here the
-   sequence is 9 / 49 of the image tokens;
+   initialization of the cluster centers); as queries they attend to themselves and to the image tokens of a
+   slightly enlarged region around their window, and the attention output, a weighted mean of image tokens,
+   is the new center (no residual from the pooled query, as in the authors' models);
+3. the semantic tokens attend to all semantic and image tokens;
+4. two transformer blocks on the semantic tokens only (within a window, then across windows): 9 / 49 of
+   the image tokens;
 5. recovery: the image tokens of step 1 attend to the semantic tokens, which restores the full-resolution
    map for the next stage and for a detector.
 
@@ -25,10 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.backbones.swin_transformer import SwinBlock
-from mmpretrain.models.utils import CrossMultiheadAttention, LayerScale, resize_pos_embed
+from mmpretrain.models.utils import CrossMultiheadAttention, LayerScale
 
 from mmeff.registry import register_backbone
 from ..layers.vit_blocks import Mlp
@@ -55,12 +54,15 @@ class SemanticBlock(nn.Module):
     """Pre-norm transformer block whose queries may attend to other tokens (``context``).
 
     As in the authors' blocks, one LayerNorm normalizes queries and context, and LayerScale starts the
-    residual branches near zero, so that a new block first passes its input through.
+    residual branches near zero. With ``query_residual=False`` the attention output replaces the queries
+    (a cluster-center update: the new center is the attention-weighted mean of the tokens).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 drop_rate: float = 0., drop_path: float = 0., layer_scale_init_value: float = 1e-5):
+                 drop_rate: float = 0., drop_path: float = 0., layer_scale_init_value: float = 1e-5,
+                 query_residual: bool = True):
         super().__init__()
+        self.query_residual = query_residual
         self.norm1 = nn.LayerNorm(embed_dims)
         # separate q and k/v projections: queries and keys come from different token sets
         self.attn = CrossMultiheadAttention(embed_dims, num_heads, qkv_bias=qkv_bias, proj_drop=drop_rate)
@@ -73,7 +75,8 @@ class SemanticBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         q = self.norm1(x)  # B, N, C
         kv = q if context is None else self.norm1(context)  # B, M, C
-        x = x + self.drop_path(self.ls1(self.attn(q, kv, kv)))
+        attn = self.drop_path(self.ls1(self.attn(q, kv, kv)))
+        x = x + attn if self.query_residual else attn
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -81,19 +84,16 @@ class SemanticTokenCycle(nn.Module):
     """One Swin block, semantic token generation (2 blocks), 2 semantic-token blocks, recovery."""
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, semantic_window_size: int,
-                 region_size: int, drop_paths: Sequence[float], global_grid: Optional[HW] = None, **block_kw):
+                 region_size: int, drop_paths: Sequence[float], **block_kw):
         super().__init__()
         self.window_size, self.semantic_window_size, self.region_size = window_size, semantic_window_size, region_size
         self.swin_block = SwinBlock(embed_dims, num_heads, window_size, shift=False, drop_path=drop_paths[0])
-        self.pooled_attention = SemanticBlock(embed_dims, num_heads, drop_path=drop_paths[1], **block_kw)
+        self.pooled_attention = SemanticBlock(embed_dims, num_heads, drop_path=drop_paths[1], query_residual=False,
+                                              **block_kw)
         self.image_attention = SemanticBlock(embed_dims, num_heads, drop_path=drop_paths[2], **block_kw)
         self.local_block = SemanticBlock(embed_dims, num_heads, drop_path=drop_paths[3], **block_kw)
         self.global_block = SemanticBlock(embed_dims, num_heads, drop_path=drop_paths[4], **block_kw)
         self.recovery = SemanticBlock(embed_dims, num_heads, drop_path=drop_paths[5], **block_kw)
-        # learned global cluster centers on the semantic-token grid of the build size (first cycle only)
-        self.global_grid = global_grid
-        self.global_tokens = nn.Parameter(torch.zeros(1, global_grid[0] * global_grid[1], embed_dims)) \
-            if global_grid else None
 
     def regions(self, x: torch.Tensor) -> torch.Tensor:
         """Image tokens around each window: [B, H, W, C] -> [B * nW, R * R, C].
@@ -127,13 +127,7 @@ class SemanticTokenCycle(nn.Module):
         pooled = to_windows(pooled, s)  # B*nW, s*s, C
         semantic = self.pooled_attention(pooled, torch.cat([pooled, self.regions(image)], dim=1))
         semantic = from_windows(semantic, s, grid).reshape(B, -1, C)  # B, Ns, C
-
-        queries = semantic
-        if self.global_tokens is not None:
-            global_tokens = self.global_tokens if grid == self.global_grid else resize_pos_embed(
-                self.global_tokens, self.global_grid, grid, num_extra_tokens=0)
-            queries = semantic + global_tokens
-        semantic = self.image_attention(queries, torch.cat([semantic, x], dim=1))
+        semantic = self.image_attention(semantic, torch.cat([semantic, x], dim=1))
 
         semantic = to_windows(semantic.view(B, *grid, C), s)  # B*nW, s*s, C
         semantic = from_windows(self.local_block(semantic), s, grid).reshape(B, -1, C)
@@ -145,8 +139,7 @@ class SemanticTokenStage(BaseModule):
     """A Swin stage whose blocks are ``SemanticTokenCycle``s; same interface as ``SwinBlockSequence``."""
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, window_size: int, semantic_window_size: int,
-                 region_size: int, drop_paths: List[float], global_grid: HW, downsample: Optional[nn.Module],
-                 **block_kw):
+                 region_size: int, drop_paths: List[float], downsample: Optional[nn.Module], **block_kw):
         super().__init__()
         if depth % 6:
             raise ValueError(f'an STViT stage repeats a cycle of 6 blocks: its depth must be a multiple of 6, '
@@ -154,7 +147,7 @@ class SemanticTokenStage(BaseModule):
         self.embed_dims, self.window_size = embed_dims, window_size
         self.blocks = nn.ModuleList(
             SemanticTokenCycle(embed_dims, num_heads, window_size, semantic_window_size, region_size,
-                               drop_paths[i:i + 6], global_grid if i == 0 else None, **block_kw)
+                               drop_paths[i:i + 6], **block_kw)
             for i in range(0, depth, 6))
         self.downsample = downsample
 
@@ -184,7 +177,7 @@ class STViTSwin(SwinTransformer):
         region_size (int): side of the image-token region a window's pooled tokens attend to (10).
         layer_scale_init_value (float): LayerScale init of the semantic-token blocks (1e-5).
         Other arguments are ``SwinTransformer``'s (``img_size``, ``window_size``, ``drop_path_rate``,
-        ``out_indices``, ...); the semantic-token stage takes ``img_size`` for its global cluster centers.
+        ``out_indices``, ``pad_small_map``, ...).
     """
     semantic_stage = 2  # the third stage, 14x14 tokens at 224 px
 
@@ -195,24 +188,12 @@ class STViTSwin(SwinTransformer):
         depths, i = self.depths, self.semantic_stage
         total = sum(depths)
         dpr = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]  # Swin's linear rule
-        stride = patch_size * 2**i
-        build_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        if any(side % (stride * window_size) for side in build_hw):
-            raise ValueError(f'STViT needs img_size sides that are multiples of {stride * window_size}, '
-                             f'got {img_size}')
-        global_grid = tuple(side // stride // window_size * semantic_window_size for side in build_hw)
         self.stages[i] = SemanticTokenStage(
             self.embed_dims * 2**i, depths[i], self.num_heads[i], window_size, semantic_window_size, region_size,
-            dpr[sum(depths[:i]):sum(depths[:i + 1])], global_grid, self.stages[i].downsample,
+            dpr[sum(depths[:i]):sum(depths[:i + 1])], self.stages[i].downsample,
             drop_rate=drop_rate, layer_scale_init_value=layer_scale_init_value)
 
     def train(self, mode: bool = True):
         # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
         super().train(mode)
         return self
-
-    def init_weights(self):
-        super().init_weights()
-        pretrained = isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'
-        if not pretrained:
-            trunc_normal_(self.stages[self.semantic_stage].blocks[0].global_tokens, std=.02)
