@@ -139,12 +139,13 @@ class SemanticTokenStage(BaseModule):
     """A Swin stage whose blocks are ``SemanticTokenCycle``s; same interface as ``SwinBlockSequence``."""
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, window_size: int, semantic_window_size: int,
-                 region_size: int, drop_paths: List[float], downsample: Optional[nn.Module], **block_kw):
+                 region_size: int, drop_paths: List[float], downsample: Optional[nn.Module], stride: int,
+                 **block_kw):
         super().__init__()
         if depth % 6:
             raise ValueError(f'an STViT stage repeats a cycle of 6 blocks: its depth must be a multiple of 6, '
                              f'got {depth}')
-        self.embed_dims, self.window_size = embed_dims, window_size
+        self.embed_dims, self.window_size, self.stride = embed_dims, window_size, stride
         self.blocks = nn.ModuleList(
             SemanticTokenCycle(embed_dims, num_heads, window_size, semantic_window_size, region_size,
                                drop_paths[i:i + 6], **block_kw)
@@ -153,9 +154,10 @@ class SemanticTokenStage(BaseModule):
 
     def forward(self, x: torch.Tensor, in_shape: HW, do_downsample: bool = True):
         if in_shape[0] % self.window_size or in_shape[1] % self.window_size:
-            raise ValueError(f'STViT needs a stage-3 map divisible by the window size {self.window_size}, got '
-                             f'{in_shape}: input sides must be multiples of {16 * self.window_size} px '
-                             f'and at least 224 for the last stage (e.g. 224, 336, 448)')
+            multiple = self.stride * self.window_size
+            raise ValueError(f'STViT needs whole {self.window_size}x{self.window_size} windows on its semantic-token '
+                             f'stage, got a {in_shape} map: input sides must be multiples of {multiple} px '
+                             f'(e.g. {2 * multiple}, {3 * multiple}, {4 * multiple})')
         for cycle in self.blocks:
             x = cycle(x, in_shape)
         if self.downsample is not None and do_downsample:
@@ -190,7 +192,7 @@ class STViTSwin(SwinTransformer):
         dpr = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]  # Swin's linear rule
         self.stages[i] = SemanticTokenStage(
             self.embed_dims * 2**i, depths[i], self.num_heads[i], window_size, semantic_window_size, region_size,
-            dpr[sum(depths[:i]):sum(depths[:i + 1])], self.stages[i].downsample,
+            dpr[sum(depths[:i]):sum(depths[:i + 1])], self.stages[i].downsample, patch_size * 2**i,
             drop_rate=drop_rate, layer_scale_init_value=layer_scale_init_value)
 
     def train(self, mode: bool = True):
