@@ -143,6 +143,7 @@ def test_clear_errors():
     'xcit/xcit_small_24_p16_in1k-224.py', 'xcit/xcit_medium_24_p16_in1k-224.py',
     'mixer/mixer_s32_in1k-224.py', 'mixer/mixer_b16_in1k-224.py', 'mixer/mixer_b32_in1k-224.py',
     'resnet/resnet34_in1k-224.py', 'resnet/resnet50_in1k-224.py', 'resnet/resnet101_in1k-224.py',
+    'resnet/wide_resnet50_2_in1k-224.py',
     'hivit/hivit_small_p16_in1k-224.py', 'hivit/hivit_base_p16_in1k-224.py',
 ])
 def test_forward_backward_bigger_variants(config):

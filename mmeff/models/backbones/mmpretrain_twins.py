@@ -154,3 +154,4 @@ for size in ('s16', 's32', 'b16', 'b32'):
     register_timm_twin('mixer', f'hvit/mixer/mixer_{size}_in1k-224.py', f'mixer_{size}_224', timm_mixer_to_mmeff)
 for depth in (18, 34, 50, 101):
     register_timm_twin('resnet', f'hvit/resnet/resnet{depth}_in1k-224.py', f'resnet{depth}', timm_resnet_to_mmeff)
+register_timm_twin('resnet', 'hvit/resnet/wide_resnet50_2_in1k-224.py', 'wide_resnet50_2', timm_resnet_to_mmeff)
