@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 import mmeff.models  # noqa: F401  (registers the modules)
+from helpers.mmdet_detector import build_retinanet
 from mmeff.registry import CLS_MODELS, DET_MODELS
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
@@ -25,8 +26,8 @@ def build_classifier(config: str, **backbone):
 
 def forward_backward(model, size: int):
     model.train()
-    logits = model(torch.randn(2, 3, size, size), mode='tensor')
-    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
+    logits = model(torch.randn(1, 3, size, size), mode='tensor')
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
     logits.logsumexp(dim=1).mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -148,3 +149,15 @@ def test_clear_errors():
 ])
 def test_forward_backward_bigger_variants(config):
     forward_backward(build_classifier(config), 224)
+
+
+@pytest.mark.parametrize('backbone,in_channels', [
+    (dict(type='mmpretrain.SwinTransformer', arch='tiny', out_indices=(1, 2, 3)), [192, 384, 768]),
+    (dict(type='SwinTransformerV2Strict', arch='tiny', img_size=224, window_size=7, out_indices=(1, 2, 3)),
+     [192, 384, 768]),
+], ids=['mmpretrain.SwinTransformer', 'SwinTransformerV2Strict'])
+def test_backbone_in_stock_mmdet_detector(backbone, in_channels):
+    detector = build_retinanet(backbone, in_channels).eval()
+    with torch.no_grad():
+        cls_scores, _ = detector(torch.randn(1, 3, 224, 224), mode='tensor')
+    assert [s.shape[-1] for s in cls_scores] == [28, 14, 7, 4, 2]  # strides 8 to 128

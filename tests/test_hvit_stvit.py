@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 import mmeff.models  # noqa: F401  (registers the modules)
+from helpers.mmdet_detector import build_retinanet
 from mmeff.benchmark.flops import count_ops
 from mmeff.models.backbones.stvit_swin import SemanticTokenCycle, from_windows, to_windows
 from mmeff.registry import CLS_MODELS, DET_MODELS
@@ -22,8 +23,8 @@ def build_classifier(name: str):
 
 def forward_backward(model, size: int):
     model.train()
-    logits = model(torch.randn(2, 3, size, size), mode='tensor')
-    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
+    logits = model(torch.randn(1, 3, size, size), mode='tensor')
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
     logits.logsumexp(dim=1).mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -109,3 +110,10 @@ def test_forward_backward_bigger(name):
     model = build_classifier(f'stvit/stvit_swin_{name}_p4_w7_in1k-224.py')
     assert len(model.backbone.stages[2].blocks) == 3  # depth 18: three cycles
     forward_backward(model, 224)
+
+
+def test_backbone_in_stock_mmdet_detector():
+    detector = build_retinanet(dict(type='STViTSwin', arch='tiny', out_indices=(1, 2, 3)), [192, 384, 768]).eval()
+    with torch.no_grad():
+        cls_scores, _ = detector(torch.randn(1, 3, 224, 224), mode='tensor')
+    assert [s.shape[-1] for s in cls_scores] == [28, 14, 7, 4, 2]
