@@ -72,6 +72,16 @@ def test_pyramid(cfg, expected):
     assert [tuple(o.shape) for o in outs] == [(1, c, 224 // s, 224 // s) for c, s in expected]
 
 
+def test_xcit_stride16_maps_for_a_simple_pyramid():
+    """XCiT is isotropic: a detector takes its patch tokens as stride-16 maps (ViTDet-style simple pyramid)."""
+    backbone = DET_MODELS.build(dict(type='mmpretrain.XCiT', embed_dims=128, depth=12, num_heads=4,
+                                     out_type='featmap', out_indices=(3, 7, 11)))
+    backbone.eval()
+    with torch.no_grad():
+        outs = backbone(torch.randn(1, 3, 224, 224))
+    assert [tuple(o.shape) for o in outs] == [(1, 128, 14, 14)] * 3
+
+
 @pytest.mark.parametrize('name', ['SwinTransformer', 'SwinTransformerV2', 'XCiT', 'MlpMixer', 'ResNet', 'HiViT'])
 def test_mmpretrain_backbones_reachable_from_mmdet(name):
     """An mmdet config names MMPretrain's backbones with the scope prefix (plain 'SwinTransformer' and
