@@ -110,7 +110,7 @@ def test_swinv2_state_dict_loads_strictly():
 
 
 def test_hivit_sizes_are_the_papers():
-    """19.2M / 37.5M / 66.4M parameters (HiViT Table 1); MMPretrain's own 'base' has 24 blocks (79M)."""
+    """19.2M / 37.5M / 66.4M parameters (the HiViT paper); MMPretrain's own 'base' has 24 blocks (79M)."""
     for arch, millions in (('tiny', 19.2), ('small', 37.5), ('base', 66.4)):
         with torch.device('meta'):
             model = build_classifier(f'hivit/hivit_{arch}_p16_in1k-224.py')

@@ -17,10 +17,10 @@ from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.backbones.hivit import BlockWithRPE, PatchEmbed, PatchMerge
 from mmpretrain.models.utils import build_norm_layer, resize_pos_embed, to_2tuple
-from mmengine.model.weight_init import trunc_normal_
 
 from mmeff.registry import register_backbone
 
@@ -43,8 +43,8 @@ class HiViTPyramid(BaseBackbone):
         out_type (str): 'featmap' returns NCHW maps; 'avg_featmap' returns the last stage averaged
             over tokens and normalized (the official classifier's ``fc_norm``), for a head without neck.
     """
-    # the paper's sizes (Table 1: 19.2M / 37.5M / 66.4M parameters); MMPretrain's 'base' has 24 attention blocks
-    # (79M), not the official 20
+    # the paper's sizes (19.2M / 37.5M / 66.4M parameters); MMPretrain's 'base' has 24 attention blocks (79M),
+    # not the official 20
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=384, depths=(1, 1, 10), num_heads=6)),
         **dict.fromkeys(['s', 'small'], dict(embed_dims=384, depths=(2, 2, 20), num_heads=6)),
