@@ -30,7 +30,12 @@ def test_readme_lists_every_config():
 @pytest.mark.parametrize('config', CONFIGS)
 def test_param_count_matches_readme(config):
     cfg = Config.fromfile(os.path.join(CONFIG_DIR, config))
-    with torch.device('meta'):  # counting needs no memory
+    try:
+        with torch.device('meta'):  # counting needs no memory
+            model = CLS_MODELS.build(cfg.model)
+    except RuntimeError as e:  # MMPretrain's Swin/ResNet read drop-path rates with .item(): build for real
+        if 'meta' not in str(e):
+            raise
         model = CLS_MODELS.build(cfg.model)
     count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert count == readme_table()[config], f'{config}: {count:,} parameters'

@@ -1,0 +1,39 @@
+# STViT-R on Swin-T on the bundled demo classification set (4 classes), resized to 112 px: the third stage needs
+# whole 7x7 windows (a 7x7 map at 112 px); the last map is padded to one window (`pad_small_map`).
+_base_ = ['../../_base_/datasets/demo_classification.py', 'mmpretrain::_base_/default_runtime.py']
+custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
+
+model = dict(
+    type='AuxLossImageClassifier',
+    backbone=dict(type='STViTSwin', arch='tiny', img_size=112, window_size=7, pad_small_map=True),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=4,
+        in_channels=768,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(112, 112)),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(112, 112)),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(type='Lamb', lr=2e-3, weight_decay=0.02))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1, end=10),
+]
+train_cfg = dict(by_epoch=True, max_epochs=10, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+default_hooks = dict(logger=dict(interval=10))

@@ -1,0 +1,7 @@
+# STViT-R on Swin-T (patch 4, window 7) on ImageNet-1k at 224 px: the third stage computes on 3x3 semantic
+# tokens per window (summary tokens) and recovers the image tokens at the end of every 6-block cycle.
+_base_ = '../_base_/wttf_hier_in1k_224.py'
+
+model = dict(
+    backbone=dict(type='STViTSwin', arch='tiny', img_size=224, patch_size=4, window_size=7, drop_path_rate=0.2),
+    head=dict(in_channels=768))
