@@ -162,7 +162,7 @@ def test_rtdetr_r50_parity_640(tmp_path):
 def check_classifier_parity(model_cfg, size, tmp_path):
     torch.manual_seed(0)
     cfg = deploy_cfg(ORT_CLS, size)
-    model, cfg, _ = build_deploy_model(cfg, osp.join(REPO, 'configs', 'vit', model_cfg))
+    model, cfg, _ = build_deploy_model(cfg, osp.join(REPO, 'configs', model_cfg))
     # A unit-variance head: the initialized one gives near-uniform probabilities, which would
     # hide any difference in the features.
     torch.nn.init.normal_(model.head.fc.weight)
@@ -180,27 +180,32 @@ def check_classifier_parity(model_cfg, size, tmp_path):
 
 
 def test_vit_classifier_parity_and_latency(tmp_path):
-    onnx_file = check_classifier_parity('vit/vit_tiny_p16_demo-64.py', 64, tmp_path)
+    onnx_file = check_classifier_parity('vit/vit/vit_tiny_p16_demo-64.py', 64, tmp_path)
     latency = onnxruntime_latency(onnx_file, (1, 3, 64, 64), warmup=1, repeats=3)
     assert 0 < latency['min'] <= latency['median']
 
 
 def test_token_merging_classifier_parity(tmp_path):
     """ToMe sorts tokens: exercises the sort/argsort rewrite that ONNX Runtime can load."""
-    check_classifier_parity('tome_r8/tome_r8_tiny_p16_in1k-224.py', 224, tmp_path)
+    check_classifier_parity('vit/tome_r8/tome_r8_tiny_p16_in1k-224.py', 224, tmp_path)
 
 
-# One exporting config per taxonomy class of configs/vit/README.md (the Fourier mixers, Nystromformer,
-# ProbSparse and Switch do not export: docs/deploy.md says why).
+# One exporting config per taxonomy class of configs/vit/README.md and configs/hvit/README.md (the
+# Fourier mixers, Nystromformer, ProbSparse, Switch and STViT do not export: docs/deploy.md says why).
 TAXONOMY_CONFIGS = [
-    'vit/vit_tiny_p16_in1k-224.py',  # baseline
-    'evit/evit_tiny_p16_in1k-224.py',  # token removal
-    'evit_fuse/evit_fuse_tiny_p16_in1k-224.py',  # token merging
-    'token_learner_8_50/token_learner_8_50_tiny_p16_in1k-224.py',  # summary tokens
-    'performer/performer_tiny_p16_in1k-224.py',  # kernel attention
-    'linformer/linformer_tiny_p16_in1k-224.py',  # low-rank attention
-    'routing/routing_tiny_p16_in1k-224.py',  # sparse attention
-    'synthesizer_fr/synthesizer_fr_tiny_p16_in1k-224.py',  # fixed attention
+    'vit/vit/vit_tiny_p16_in1k-224.py',  # baseline
+    'hvit/resnet/resnet50_in1k-224.py',  # convolutional baseline
+    'vit/evit/evit_tiny_p16_in1k-224.py',  # token removal
+    'vit/evit_fuse/evit_fuse_tiny_p16_in1k-224.py',  # token merging
+    'vit/token_learner_8_50/token_learner_8_50_tiny_p16_in1k-224.py',  # summary tokens
+    'vit/performer/performer_tiny_p16_in1k-224.py',  # kernel attention
+    'vit/linformer/linformer_tiny_p16_in1k-224.py',  # low-rank attention
+    'hvit/xcit/xcit_nano_12_p16_in1k-224.py',  # low-rank (cross-covariance) attention
+    'vit/routing/routing_tiny_p16_in1k-224.py',  # sparse attention
+    'hvit/swin/swin_tiny_p4_w7_in1k-224.py',  # sparse (windowed) attention
+    'vit/synthesizer_fr/synthesizer_fr_tiny_p16_in1k-224.py',  # fixed attention
+    'hvit/mixer/mixer_s16_in1k-224.py',  # non-attention shuffling
+    'hvit/hivit/hivit_tiny_p16_in1k-224.py',  # MLP block
 ]
 
 
@@ -235,6 +240,12 @@ def test_tensorrt_fp16_engine(tmp_path):
     latency = tensorrt_latency(engine, warmup=5, repeats=20)
     print(f'RT-DETR-R18 TensorRT FP16 640x640 batch 1: {1e3 * latency["median"]:.2f} ms')
     assert latency['median'] > 0
+
+
+def test_swin_runs_in_pytorch_after_export(tmp_path):
+    """mmdeploy restores the static method it rewrites (``ShiftWindowMSA.get_attn_mask``) as a plain
+    function; the export puts the original back, so PyTorch Swin works after an export."""
+    check_classifier_parity('hvit/swin/swin_tiny_p4_w7_in1k-224.py', 224, tmp_path)
 
 
 def test_deploy_loads_mmengine_checkpoints_and_refuses_pickled_code(tmp_path):

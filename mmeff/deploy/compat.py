@@ -71,3 +71,28 @@ def torchscript_onnx_export() -> Iterator[None]:
         yield
     finally:
         torch.onnx.export = original
+
+
+@contextlib.contextmanager
+def rewritten_methods_restored() -> Iterator[None]:
+    """Put back, after the block, the static and class methods that mmdeploy's function rewriters
+    patch: mmdeploy 1.3.1 restores them as plain functions (it saves ``getattr(cls, name)``), which
+    breaks the class for the rest of the process (e.g. mmpretrain's Swin: ``ShiftWindowMSA.
+    get_attn_mask`` then receives the instance as its first argument)."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    from mmdeploy.core.rewriters.rewriter_utils import import_function
+    saved = []
+    for path in FUNCTION_REWRITER._registry._rewrite_records:
+        try:
+            _, owner = import_function(path)
+        except Exception:  # a codebase that is not installed (mmseg, mmocr, ...)
+            continue
+        name = path.rsplit('.', 1)[-1]
+        raw = vars(owner).get(name) if owner is not None else None
+        if isinstance(raw, (staticmethod, classmethod)):
+            saved.append((owner, name, raw))
+    try:
+        yield
+    finally:
+        for owner, name, raw in saved:
+            setattr(owner, name, raw)

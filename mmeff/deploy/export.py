@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from mmeff.engine.checkpoint import checkpoint_loading
 from mmeff.models.layers.reparam import switch_to_deploy
-from .compat import torchscript_onnx_export
+from .compat import rewritten_methods_restored, torchscript_onnx_export
 
 ConfigLike = Union[str, mmengine.Config]
 MIN_OPSET_GRID_SAMPLE = 16
@@ -90,7 +90,7 @@ def export_onnx(model: nn.Module, deploy_cfg: mmengine.Config, output_file: str,
     inputs = torch.rand(batch_size, 3, height, width)
     names = onnx_cfg['input_names'] + onnx_cfg['output_names']
     mmengine.mkdir_or_exist(osp.dirname(osp.abspath(output_file)))
-    with torchscript_onnx_export():
+    with torchscript_onnx_export(), rewritten_methods_restored():
         export(model, inputs,
                output_path_prefix=osp.splitext(output_file)[0],
                backend=get_backend(deploy_cfg).value,
