@@ -5,3 +5,4 @@ from . import reparam
 from . import repvgg
 from . import switch_mlp
 from . import token_reducers
+from . import pyramid
