@@ -4,3 +4,4 @@ from . import presnet
 from . import cait
 from . import cvt
 from . import wavevit
+from . import rest
