@@ -5,3 +5,4 @@ from . import cait
 from . import cvt
 from . import wavevit
 from . import rest
+from . import halonet
