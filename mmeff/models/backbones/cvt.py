@@ -165,9 +165,9 @@ class CvT(BaseBackbone):
                  qkv_bias: bool = True,
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0,
-                 init_cfg: Optional[Union[dict, list]] = (dict(type='TruncNormal', layer='Linear', std=0.02),
-                                                          dict(type='Constant', layer='LayerNorm', val=1.0))):
-        super().__init__(init_cfg=list(init_cfg) if isinstance(init_cfg, tuple) else init_cfg)
+                 init_cfg: Optional[Union[dict, list]] = None):
+        super().__init__(init_cfg=init_cfg or [dict(type='TruncNormal', layer='Linear', std=0.02),
+                                               dict(type='Constant', layer='LayerNorm', val=1.0)])
         if isinstance(arch, str):
             if arch not in self.arch_zoo:
                 raise KeyError(f'CvT arch must be one of {sorted(self.arch_zoo)} or a dict, got {arch!r}')
