@@ -84,6 +84,8 @@ def test_registries():
 
 
 def test_clear_errors():
+    with pytest.raises(ValueError, match='out_indices must include'):
+        check_registries(dict(type='WaveViT', arch='s', out_indices=(0, ), out_type='cls_token'))
     check_bad_size(dict(type='WaveViT', arch='s'), 100, 'multiples of 32')
     with pytest.raises(KeyError, match="'b', 'l', 's'"):
         check_registries(dict(type='WaveViT', arch='small'))

@@ -177,6 +177,9 @@ class CvT(BaseBackbone):
         embed_dims, depths, num_heads = arch['embed_dims'], arch['depths'], arch['num_heads']
         num_stages = len(embed_dims)
         self.out_indices = check_out_indices(out_indices, num_stages, 'CvT')
+        if out_type == 'cls_token' and num_stages - 1 not in self.out_indices:
+            raise ValueError(f"CvT out_type='cls_token' replaces the last stage's map by the class token: "
+                             f'out_indices must include {num_stages - 1}, got {self.out_indices}')
         self.out_type = out_type
         dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()

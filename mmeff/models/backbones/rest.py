@@ -58,7 +58,8 @@ class EMSA(nn.Module):
         if self.sr_ratio > 1:
             fmap = self.sr(x.transpose(1, 2).reshape(B, C, *hw))  # B, C, H/s, W/s
             x = self.sr_norm(fmap.flatten(2).transpose(1, 2))  # B, n, C
-        k, v = self.kv(x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)  # each B, heads, n, d
+        kv = self.kv(x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # each B, heads, n, d
         attn = q @ k.transpose(-1, -2) * self.scale  # B, heads, N, n
         if self.apply_transform:
             attn = self.transform_norm(self.transform_conv(attn).softmax(dim=-1))

@@ -98,7 +98,7 @@ class WaveletAttention(nn.Module):
         bands = self.filter(self.dwt(self.reduce(x.transpose(1, 2).reshape(B, C, H, W))))  # B, C, H/2, W/2
         local = self.idwt(bands).flatten(2).transpose(1, 2)  # B, N, C/4
         kv = self.kv(self.kv_norm(self.kv_embed(bands).flatten(2).transpose(1, 2)))  # B, n, 2C
-        k, v = kv.reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)  # each B, heads, n, d
+        k, v = kv.reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)  # B, heads, n, d
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         out = torch.cat([out.transpose(1, 2).reshape(B, N, C), local], dim=-1)
         return self.proj_drop(self.proj(out))
@@ -159,7 +159,8 @@ class WaveViTClassBlock(nn.Module):
         cls = x.mean(dim=1, keepdim=True)  # B, 1, C
         tokens = self.norm1(torch.cat([cls, x], dim=1))
         q = self.q(tokens[:, :1]).reshape(B, 1, self.num_heads, -1).transpose(1, 2)
-        k, v = self.kv(tokens).reshape(B, N + 1, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        kv = self.kv(tokens).reshape(B, N + 1, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # B, heads, N + 1, d
         cls = cls + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, 1, C))
         return (cls + self.mlp(self.norm2(cls)))[:, 0]
 
@@ -206,6 +207,9 @@ class WaveViT(BaseBackbone):
         embed_dims, depths = arch['embed_dims'], arch['depths']
         num_stages = len(depths)
         self.out_indices = check_out_indices(out_indices, num_stages, 'WaveViT')
+        if out_type == 'cls_token' and num_stages - 1 not in self.out_indices:
+            raise ValueError(f"WaveViT out_type='cls_token' replaces the last stage's map by the class token: "
+                             f'out_indices must include {num_stages - 1}, got {self.out_indices}')
         self.out_type = out_type
         dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.embeds = nn.ModuleList()
