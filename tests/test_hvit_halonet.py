@@ -1,4 +1,6 @@
 """HaloNet (arXiv 2103.12731): halo attention from first principles, any size, the pyramid."""
+import io
+
 import pytest
 import torch
 
@@ -56,6 +58,18 @@ def test_attention_is_local_to_the_block_and_halo():
 def test_any_size_and_strided_queries():
     attn = HaloAttention(16, 16, num_heads=4, stride=2).eval()
     assert attn(torch.randn(1, 16, 28, 13)).shape == (1, 16, 14, 7)
+
+
+def test_halo_attention_exports_to_onnx():
+    pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    attn, x, buffer = HaloAttention(16, 16, num_heads=2, stride=2).eval(), torch.randn(1, 16, 20, 28), io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(attn, (x, ), buffer, dynamo=False)
+        expected = attn(x).numpy()
+    session = ort.InferenceSession(buffer.getvalue(), providers=['CPUExecutionProvider'])
+    (actual, ) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert abs(actual - expected).max() < 1e-5
 
 
 @pytest.mark.parametrize('size', [224, 256])

@@ -4,7 +4,7 @@
 A ResNet whose spatial convolutions are all replaced by blocked local self-attention with a halo:
 the map is cut into non-overlapping b x b query blocks, and every query of a block attends to the
 same (b + 2h) x (b + 2h) window, the block grown by a halo of h pixels. Sharing one window per block
-(instead of one per pixel, as sliding-window attention does) turns the gather into a cheap unfold.
+(instead of one per pixel, as sliding-window attention does) turns the gather into one im2col (unfold).
 Attention logits add relative position embeddings (one table for row offsets, one for column
 offsets). A stride-2 attention (first block of stages 2-4) keeps every second query of each block.
 
@@ -84,10 +84,11 @@ class HaloAttention(nn.Module):
         q = q.reshape(B * heads, nh * nw, bq * bq, -1)
         # keys and values: the window of each block, B*heads, blocks, win*win, d
         halo_pad = [h, pad[1] + h, h, pad[3] + h]
-        kv = F.pad(self.kv(x), halo_pad).unfold(2, win, b).unfold(3, win, b)  # B, C, nh, nw, win, win
+        # (F.unfold, im2col, rather than Tensor.unfold: it exports to ONNX)
+        kv = F.unfold(F.pad(self.kv(x), halo_pad), win, stride=b).reshape(B, -1, win * win, nh * nw)
 
-        def windows(t: torch.Tensor) -> torch.Tensor:
-            t = t.reshape(B, heads, -1, nh * nw, win * win).permute(0, 1, 3, 4, 2)
+        def windows(t: torch.Tensor) -> torch.Tensor:  # B, C', win*win, blocks -> B*heads, blocks, win*win, d
+            t = t.reshape(B, heads, -1, win * win, nh * nw).permute(0, 1, 4, 3, 2)
             return t.reshape(B * heads, nh * nw, win * win, -1)
 
         k, v = windows(kv[:, :self.qk_dim]), windows(kv[:, self.qk_dim:])
@@ -97,8 +98,8 @@ class HaloAttention(nn.Module):
         cols = torch.einsum('nbyxd,xvd->nbyxv', q_grid, self.rel_width[self.rel_index])
         bias = (rows[..., :, None] + cols[..., None, :]).reshape(B * heads, nh * nw, bq * bq, win * win)
         # keys outside the real map (padding, halo beyond the border) get -inf
-        real = F.pad(x.new_ones(1, 1, H, W), halo_pad).unfold(2, win, b).unfold(3, win, b)
-        bias = bias.masked_fill(real.reshape(1, nh * nw, 1, win * win) == 0, float('-inf'))
+        real = F.unfold(F.pad(x.new_ones(1, 1, H, W), halo_pad), win, stride=b)  # 1, win*win, blocks
+        bias = bias.masked_fill(real.transpose(1, 2).reshape(1, nh * nw, 1, win * win) == 0, float('-inf'))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # B*heads, blocks, bq*bq, d
         out = out.reshape(B, heads, nh, nw, bq, bq, -1).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, self.value_dim, nh * bq, nw * bq)
