@@ -6,3 +6,7 @@ from . import swin_v2
 from . import mmpretrain_twins
 from . import hivit
 from . import stvit_swin
+from . import cvt
+from . import wavevit
+from . import rest
+from . import halonet

@@ -6,3 +6,4 @@ from . import repvgg
 from . import switch_mlp
 from . import token_reducers
 from . import prepbn
+from . import pyramid
