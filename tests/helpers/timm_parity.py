@@ -1,7 +1,10 @@
 """Parity with timm: random weights in the timm model, converted into the mmeff classifier."""
 import torch
+from mmengine.config import Config
 
 from mmeff.models.timm_twins import TimmTwin, build_like_timm, create_timm_model
+from mmeff.paths import config_path
+from mmeff.registry import CLS_MODELS
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
@@ -17,6 +20,11 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
                 b.copy_(0.1 * torch.randn(b.shape, generator=gen))
             elif name.endswith('running_var'):
                 b.copy_(1 + 0.5 * torch.rand(b.shape, generator=gen))
+
+
+def build_mmeff(config: str) -> torch.nn.Module:
+    """The classifier of ``configs/<config>`` in eval mode (call inside the mmpretrain scope)."""
+    return CLS_MODELS.build(Config.fromfile(config_path(config)).model).eval()
 
 
 def timm_logit_diff(twin: TimmTwin, batch_size: int = 2) -> float:
