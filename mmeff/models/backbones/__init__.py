@@ -3,3 +3,4 @@ from . import hgnetv2
 from . import presnet
 from . import cait
 from . import efficientformer_v2
+from . import fastvit
