@@ -4,3 +4,4 @@ from . import presnet
 from . import cait
 from . import efficientformer_v2
 from . import fastvit
+from . import swiftformer

@@ -301,21 +301,27 @@ class EfficientFormerV2(BaseBackbone):
         return tuple(outs)
 
 
-def timm_efficientformerv2_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Rename a timm ``EfficientFormerV2`` state dict for an ``ImageClassifier`` (GAP neck, linear head).
+def timm_distilled_head_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """The ``head.fc`` of a ``LinearClsHead`` equal to timm's ``head`` (+ ``head_dist``) classifier.
 
-    timm's distilled models (``distillation=True``, its default and the published weights) predict
-    ``(head(x) + head_dist(x)) / 2`` at inference: one linear map, so the two heads are averaged into one.
+    timm's distilled models (DeiT-style, with a distillation head) predict ``(head(x) + head_dist(x)) / 2``
+    at inference: one linear map, so the two heads average into one.
     """
     converted = {}
+    for name in ('weight', 'bias'):
+        value = state_dict['head.' + name]
+        if 'head_dist.' + name in state_dict:
+            value = (value + state_dict['head_dist.' + name]) / 2
+        converted['head.fc.' + name] = value
+    return converted
+
+
+def timm_efficientformerv2_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """Rename a timm ``EfficientFormerV2`` state dict for an ``ImageClassifier`` (GAP neck, linear head);
+    the distillation head (timm's default, and its published weights) is folded into the head."""
+    converted = timm_distilled_head_to_mmeff(state_dict)
     for key, value in state_dict.items():
-        if key.startswith('head_dist.'):
-            continue
-        if key.startswith('head.'):
-            dist_key = 'head_dist.' + key[len('head.'):]
-            if dist_key in state_dict:
-                value = (value + state_dict[dist_key]) / 2
-            converted['head.fc.' + key[len('head.'):]] = value
+        if key.startswith(('head.', 'head_dist.')):
             continue
         key = key.replace('.ls1.gamma', '.ls1.weight').replace('.ls2.gamma', '.ls2.weight')
         converted['backbone.' + key] = value
