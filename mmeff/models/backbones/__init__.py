@@ -5,3 +5,4 @@ from . import cait
 from . import efficientformer_v2
 from . import fastvit
 from . import swiftformer
+from . import efficientmod
