@@ -4,6 +4,7 @@ import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
 from helpers.timm_parity import randomize_
+from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
 from mmeff.models.backbones.efficientformer_v2 import EfficientFormerV2, timm_efficientformerv2_to_mmeff
 from mmeff.registry import CLS_MODELS, DET_MODELS
 
@@ -85,3 +86,20 @@ def test_timm_heads_convert(distillation):
         if distillation:
             expected = (expected + reference.head_dist(pooled)) / 2
         torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
+def test_timm_parity_at_another_training_size():
+    """timm and mmeff built for 256 px (other bias grids), BN affines near 1: same final features."""
+    timm = pytest.importorskip('timm')
+    reference = timm.create_model('efficientformerv2_s0', img_size=256)
+    randomize_unit_bn_(reference)
+    reference.eval()
+    model = EfficientFormerV2('s0', img_size=256)
+    load_backbone_from_timm(model, reference, timm_efficientformerv2_to_mmeff)
+    model.eval()
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        expected, actual = reference.forward_features(x), model(x)[0]
+    diff = (expected - actual).abs().max().item()
+    print(f'efficientformerv2_s0 @256 features vs timm: max |diff| = {diff:.3e} (scale {expected.abs().max():.2f})')
+    assert diff <= 1e-5 * max(expected.abs().max().item(), 1)

@@ -3,26 +3,12 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
+from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
 from mmeff.models.backbones.fastvit import FastViT, timm_fastvit_to_mmeff
 from mmeff.models.layers.reparam import Reparameterizable, switch_to_deploy
 from mmeff.registry import CLS_MODELS, DET_MODELS
 
 ARCHS = ['t8', 't12', 's12', 'sa12', 'sa24', 'sa36', 'ma36']
-
-
-def randomize_all_(model, seed=0):
-    """Random weights everywhere and BatchNorm affines/statistics near 1, so that every branch (and its
-    fusion) matters and the activations keep a moderate scale."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            for name, p in m.named_parameters(recurse=False):
-                noise = torch.randn(p.shape, generator=gen)
-                is_bn_weight = isinstance(m, torch.nn.BatchNorm2d) and name == 'weight'
-                p.copy_(1 + 0.2 * noise if is_bn_weight else 0.1 * noise)
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
 
 
 def check_pyramid(arch, size):
@@ -59,7 +45,7 @@ def fused_matches_unfused(arch, size=128):
     """In float64, so that the check is exact: with random weights a deep float32 model amplifies
     rounding differences (ma36: ~1e-4 relative in float32, ~1e-13 in float64)."""
     model = FastViT(arch, out_indices=(0, 1, 2, 3))
-    randomize_all_(model)
+    randomize_unit_bn_(model)
     model.eval()
     model.double()
     x = torch.randn(2, 3, size, size, dtype=torch.float64)
@@ -90,11 +76,10 @@ def test_timm_parity_with_unit_scale_bn():
     """Parity in the train-time form with BN affines near 1 (the generic twin test scales them down)."""
     timm = pytest.importorskip('timm')
     reference = timm.create_model('fastvit_sa12')
-    randomize_all_(reference)
+    randomize_unit_bn_(reference)
     reference.eval()
     model = FastViT('sa12')
-    state = timm_fastvit_to_mmeff(reference.state_dict())
-    model.load_state_dict({k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')})
+    load_backbone_from_timm(model, reference, timm_fastvit_to_mmeff)
     model.eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from mmeff.models.backbones.swiftformer import EfficientAdditiveAttention, SwiftFormer
+from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
+from mmeff.models.backbones.swiftformer import EfficientAdditiveAttention, SwiftFormer, timm_swiftformer_to_mmeff
 from mmeff.registry import CLS_MODELS, DET_MODELS
 
 
@@ -61,3 +62,20 @@ def test_clear_errors():
         SwiftFormer('m')
     with pytest.raises(ValueError, match='out_indices'):
         SwiftFormer('xs', out_indices=(0, 5))
+
+
+def test_timm_parity_with_unit_scale_bn():
+    """Features equal to timm's with BN affines near 1 (the generic twin test scales them down)."""
+    timm = pytest.importorskip('timm')
+    reference = timm.create_model('swiftformer_xs')
+    randomize_unit_bn_(reference)
+    reference.eval()
+    model = SwiftFormer('xs')
+    load_backbone_from_timm(model, reference, timm_swiftformer_to_mmeff)
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected, actual = reference.forward_features(x), model(x)[0]
+    diff = (expected - actual).abs().max().item()
+    print(f'swiftformer_xs features vs timm: max |diff| = {diff:.3e} (scale {expected.abs().max():.2f})')
+    assert diff <= 1e-5 * max(expected.abs().max().item(), 1)
