@@ -10,7 +10,7 @@ channels instead of being expanded by another linear layer (Sec. 3.3: "Efficient
 costs little more than an MLP. Blocks alternate r = 1 (then ``v`` is linear, as in the authors' models)
 and r = 4 or 6. Stages 3 and 4 end with plain pre-norm attention blocks (heads of at least 32 channels)
 for global interactions. Inside a stage maps are channels-last (LayerNorm, linear layers); the pyramid
-outputs are NCHW.
+outputs are NCHW. Inputs are multiples of 32 (exact strides 4-32; no part is tied to one resolution).
 """
 from typing import Sequence, Tuple, Union
 

@@ -13,7 +13,8 @@ depth-wise 7x7 conv, whose skip also folds into the kernel). Every block keeps t
 scales channels (dim 1), so the attention stage takes NCHW maps as the conv stages do.
 
 ``switch_to_deploy`` (``mmeff.models.layers.reparam``) fuses every re-parameterizable block; the
-train-time (unfused) layout is timm's, so timm's weights load as they are.
+train-time (unfused) layout is timm's, so timm's weights load as they are. Inputs are multiples of 32,
+so that the four maps have exact strides 4-32 (the attention is global and takes any grid).
 """
 from typing import Mapping, Sequence, Tuple, Union
 
