@@ -10,3 +10,7 @@ from . import cvt
 from . import wavevit
 from . import rest
 from . import halonet
+from . import efficientformer_v2
+from . import fastvit
+from . import swiftformer
+from . import efficientmod

@@ -1,0 +1,4 @@
+# EfficientMod-XXS on ImageNet-1k at 224 px (non-attention token shuffling: efficient modulation, attention
+# blocks closing stages 3-4; stochastic depth of the authors' models).
+_base_ = '../_base_/wttf_hier_in1k_224.py'
+model = dict(backbone=dict(type='EfficientMod', arch='xxs', drop_path_rate=0.0), head=dict(in_channels=256))
