@@ -3,4 +3,4 @@
 # the backbone and the head's in_channels; the neck pools the last feature map.
 _base_ = ['../../vit/_base_/wttf_in1k_224.py']
 
-model = dict(backbone=dict(_delete_=True), neck=dict(type='GlobalAveragePooling'))
+model = dict(backbone=dict(_delete_=True), neck=dict(_delete_=True, type='GlobalAveragePooling'))

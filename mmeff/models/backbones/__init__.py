@@ -2,3 +2,4 @@ from . import vit_with_mixer
 from . import hgnetv2
 from . import presnet
 from . import cait
+from . import nextvit
