@@ -3,3 +3,4 @@ from . import hgnetv2
 from . import presnet
 from . import cait
 from . import nextvit
+from . import focalnet
