@@ -4,3 +4,4 @@ from . import presnet
 from . import cait
 from . import nextvit
 from . import focalnet
+from . import efficientvit_mit
