@@ -5,3 +5,4 @@ from . import cait
 from . import nextvit
 from . import focalnet
 from . import efficientvit_mit
+from . import coat
