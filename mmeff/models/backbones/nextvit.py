@@ -17,7 +17,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule
+from mmcv.cnn import ConvModule, fuse_conv_bn
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from torch import Tensor, nn
@@ -124,6 +124,7 @@ class NCB(nn.Module, Reparameterizable):
         if isinstance(self.norm, nn.BatchNorm2d):
             fold_affine_into(self.mlp.fc1, *bn_affine(self.norm))
             self.norm = nn.Identity()
+            fuse_conv_bn(self)  # the BNs after the patch-embedding and MHCA convs
 
 
 class EMHSA(nn.Module):
@@ -212,6 +213,7 @@ class NTB(nn.Module, Reparameterizable):
         self.norm1 = nn.Identity()
         fold_affine_into(self.mlp.fc1, *bn_affine(self.norm2))
         self.norm2 = nn.Identity()
+        fuse_conv_bn(self)  # the BNs after the patch-embedding, projection and MHCA convs
 
 
 class NextStage(nn.Module):
@@ -226,7 +228,7 @@ class NextStage(nn.Module):
 
 
 @register_backbone
-class NextViT(BaseModule):
+class NextViT(BaseModule, Reparameterizable):
     """Next-ViT backbone: a 4-conv stem (stride 4), then 4 stages at strides 4, 8, 16, 32.
 
     Args:
@@ -241,7 +243,6 @@ class NextViT(BaseModule):
     """
     # the widths of the paper's Table 1: a stage's blocks as (type, width) repeats
     STAGE_WIDTHS = ((96, ), (192, 256), (384, 512), (768, 1024))
-    STRIDES = (4, 8, 16, 32)
 
     def __init__(self, arch: Union[str, Mapping] = 'small', stem_channels: Sequence[int] = (64, 32, 64),
                  head_dim: int = 32, sr_ratios: Sequence[int] = (8, 4, 2, 1), mix_block_ratio: float = 0.75,
@@ -289,6 +290,11 @@ class NextViT(BaseModule):
         if stage == 2:  # repeats of 4 NCB + 1 NTB
             return ([('NCB', conv_width)] * 4 + [('NTB', ntb_width)]) * (depth // 5)
         return [('NCB', conv_width)] * (depth - 1) + [('NTB', ntb_width)]
+
+    def switch_to_deploy(self) -> None:
+        """Fold the stem's BNs into their convs; each block folds its own (``reparam.switch_to_deploy``
+        calls all of them). The final BN stays: it follows a residual sum."""
+        fuse_conv_bn(self.stem)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         check_divisible(tuple(x.shape[-2:]), 32)  # every stage map is exactly H / stride
