@@ -50,20 +50,20 @@ class FocalModulation(nn.Module):
             self.focal_layers.append(nn.Sequential(
                 nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False), nn.GELU()))
         self.act = nn.GELU()
-        self.h = nn.Conv2d(dim, dim, 1)
+        self.h = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        # x: B, H, W, C
-        q, ctx, gates = self.f(x).permute(0, 3, 1, 2).split((self.dim, self.dim, self.focal_level + 1), dim=1)
+        # x: B, H, W, C; the depth-wise convs take channels-first views of the channels-last maps
+        q, ctx, gates = self.f(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
+        ctx, gates = ctx.permute(0, 3, 1, 2), gates.permute(0, 3, 1, 2)  # B, C, H, W and B, L + 1, H, W
         ctx_all = 0
         for level, focal_layer in enumerate(self.focal_layers):
             ctx = focal_layer(ctx)  # B, C, H, W; each level sees a wider neighbourhood
             ctx_all = ctx_all + ctx * gates[:, level:level + 1]
         ctx_global = self.act(ctx.mean((2, 3), keepdim=True))  # B, C, 1, 1
         ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
-        modulated = q * self.h(ctx_all)  # B, C, H, W
-        return self.proj(modulated.permute(0, 2, 3, 1))  # B, H, W, C
+        return self.proj(q * self.h(ctx_all.permute(0, 2, 3, 1)))  # B, H, W, C
 
 
 class FocalNetBlock(nn.Module):
@@ -167,7 +167,8 @@ class FocalNet(BaseModule):
 def timm_focalnet_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:
     """Map a timm ``FocalNet`` state dict onto an ``ImageClassifier`` with a ``FocalNet`` backbone:
     timm's 1x1 convs are our linear layers (drop the trailing 1x1 of their weights)."""
-    linear = ('.modulation.f.weight', '.modulation.proj.weight', '.mlp.fc1.weight', '.mlp.fc2.weight')
+    linear = ('.modulation.f.weight', '.modulation.h.weight', '.modulation.proj.weight', '.mlp.fc1.weight',
+              '.mlp.fc2.weight')
     converted = {}
     for key, value in state_dict.items():
         if key.startswith('head.'):
