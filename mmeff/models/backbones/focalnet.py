@@ -16,7 +16,6 @@ every linear layer as a 1x1 conv: the converter reshapes).
 from types import MappingProxyType
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from torch import Tensor, nn
