@@ -14,3 +14,7 @@ from . import efficientformer_v2
 from . import fastvit
 from . import swiftformer
 from . import efficientmod
+from . import nextvit
+from . import focalnet
+from . import efficientvit_mit
+from . import coat

@@ -1,0 +1,7 @@
+# CoaT-Lite Tiny (serial blocks only) on ImageNet-1k at 224 px (hybrid attention: conv-attention).
+# The classifier reads the class tokens (out_type='cls_token'), as the paper's model does.
+_base_ = '../_base_/wttf_hier_in1k_224.py'
+model = dict(
+    backbone=dict(type='CoaT', arch='lite_tiny', out_type='cls_token', drop_path_rate=0.1),
+    neck=None,
+    head=dict(in_channels=320))

@@ -1,0 +1,7 @@
+# EfficientViT-B2 (MIT, multi-scale linear attention) on ImageNet-1k at 224 px (hybrid attention).
+# The authors' head: 1x1 conv + pooling + a hidden linear layer with LayerNorm before the classifier.
+_base_ = '../_base_/wttf_hier_in1k_224.py'
+model = dict(
+    backbone=dict(type='EfficientViTMIT', arch='b2'),
+    neck=None,
+    head=dict(type='EfficientViTClsHead', in_channels=384, widths=(2304, 2560)))

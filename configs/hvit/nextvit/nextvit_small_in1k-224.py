@@ -1,0 +1,3 @@
+# Next-ViT-Small on ImageNet-1k at 224 px (hybrid attention: NCB conv blocks + NTB transformer blocks).
+_base_ = '../_base_/wttf_hier_in1k_224.py'
+model = dict(backbone=dict(type='NextViT', arch='small', drop_path_rate=0.1), head=dict(in_channels=1024))

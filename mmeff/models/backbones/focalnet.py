@@ -1,0 +1,185 @@
+"""FocalNet: focal modulation in place of self-attention.
+
+Yang et al., "Focal Modulation Networks", NeurIPS 2022, https://arxiv.org/abs/2203.11926.
+
+What it changes: a Swin-like 4-stage hierarchy whose token mixer aggregates context *before*
+interacting with the query (Eq. 4-8): a stack of depth-wise convolutions with growing kernels
+(``focal_window + focal_factor * l`` for levels ``l < focal_level``) plus a global-average level,
+mixed by per-token gates, projected by ``h`` into a modulator that multiplies the query. No
+attention matrix, no windows. The paper's variants are T/S/B with small (2 levels) or large
+(3 levels) receptive fields, ``srf``/``lrf``.
+
+Tokens stay channels-last (B, H, W, C) for the LayerNorms and linear layers; the focal levels run
+on channels-first maps. Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps
+every linear layer as a 1x1 conv: the converter reshapes).
+"""
+from types import MappingProxyType
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
+
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from mmeff.registry import register_backbone
+from ..layers.vit_blocks import Mlp
+from ..timm_twins import register_timm_twin
+from .vit_with_mixer import check_divisible, resolve_arch
+
+# Table 1 of the paper (one source of truth: base is 128 wide, not small's 96).
+FOCALNET_ARCHS: Mapping[str, Mapping] = MappingProxyType({
+    'tiny': MappingProxyType(dict(embed_dim=96, depths=(2, 2, 6, 2))),
+    'small': MappingProxyType(dict(embed_dim=96, depths=(2, 2, 18, 2))),
+    'base': MappingProxyType(dict(embed_dim=128, depths=(2, 2, 18, 2))),
+})
+
+
+class FocalModulation(nn.Module):
+    """``y = q(x) * h(sum_l gate_l * ctx_l)`` with ``ctx_l`` from ``focal_level`` stacked depth-wise
+    convs plus a global-average level (Eq. 5-8)."""
+
+    def __init__(self, dim: int, focal_level: int = 2, focal_window: int = 3, focal_factor: int = 2):
+        super().__init__()
+        self.dim = dim
+        self.focal_level = focal_level
+        # query, context and one gate per level (the global level included) from one projection
+        self.f = nn.Linear(dim, 2 * dim + focal_level + 1)
+        self.focal_layers = nn.ModuleList()
+        for level in range(focal_level):
+            kernel_size = focal_window + focal_factor * level
+            self.focal_layers.append(nn.Sequential(
+                nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False), nn.GELU()))
+        self.act = nn.GELU()
+        self.h = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: B, H, W, C; the depth-wise convs take channels-first views of the channels-last maps
+        q, ctx, gates = self.f(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
+        ctx, gates = ctx.permute(0, 3, 1, 2), gates.permute(0, 3, 1, 2)  # B, C, H, W and B, L + 1, H, W
+        ctx_all = 0
+        for level, focal_layer in enumerate(self.focal_layers):
+            ctx = focal_layer(ctx)  # B, C, H, W; each level sees a wider neighbourhood
+            ctx_all = ctx_all + ctx * gates[:, level:level + 1]
+        ctx_global = self.act(ctx.mean((2, 3), keepdim=True))  # B, C, 1, 1
+        ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
+        return self.proj(q * self.h(ctx_all.permute(0, 2, 3, 1)))  # B, H, W, C
+
+
+class FocalNetBlock(nn.Module):
+    """Pre-norm block: ``x + FocalModulation(LN(x))``, then ``x + MLP(LN(x))``."""
+
+    def __init__(self, dim: int, focal_level: int = 2, focal_window: int = 3, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.modulation = FocalModulation(dim, focal_level, focal_window)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: B, H, W, C
+        x = x + self.drop_path(self.modulation(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``stride x stride`` conv + LayerNorm: the stem (stride 4) and the 2x
+    downsampling between stages. Takes and returns channels-last maps."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, out_channels, stride, stride)
+        self.norm = nn.LayerNorm(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: B, H, W, C_in -> B, H / stride, W / stride, C_out
+        return self.norm(self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class FocalNetStage(nn.Module):
+    """2x patch merging (all stages but the first), then the blocks."""
+
+    def __init__(self, in_channels: int, dim: int, depth: int, downsample: bool, drop_paths: Sequence[float],
+                 **block_kwargs):
+        super().__init__()
+        self.downsample = PatchEmbed(in_channels, dim, 2) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[FocalNetBlock(dim, drop_path=p, **block_kwargs) for p in drop_paths])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.downsample(x))  # B, H, W, C
+
+
+@register_backbone
+class FocalNet(BaseModule):
+    """FocalNet backbone: 4 stages at strides 4, 8, 16, 32 with widths ``embed_dim * 2**i``.
+
+    Args:
+        arch: 'tiny', 'small', 'base' or a dict with ``embed_dim`` and ``depths``.
+        focal_level: number of depth-wise focal levels L (2 = "srf", 3 = "lrf").
+        focal_window: kernel of the first focal level (the next ones grow by 2).
+        mlp_ratio: MLP hidden width / embedding width.
+        out_indices: stages to return (0..3) as NCHW maps; the last stage's map goes through the
+            final LayerNorm.
+        drop_path_rate: stochastic depth, linear over all blocks.
+    """
+
+    def __init__(self, arch: Union[str, Mapping] = 'tiny', focal_level: int = 2, focal_window: int = 3,
+                 mlp_ratio: float = 4.0, out_indices: Sequence[int] = (3, ), drop_path_rate: float = 0.2,
+                 init_cfg: Optional[Union[dict, List[dict]]] = (
+                     dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0),
+                     dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0))):
+        super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
+        arch = resolve_arch(arch, FOCALNET_ARCHS)
+        depths = arch['depths']
+        if focal_level < 1:
+            raise ValueError(f'focal_level must be >= 1 (the paper uses 2 "srf" and 3 "lrf"), got {focal_level}')
+        self.out_indices = tuple(out_indices)
+        for i in self.out_indices:
+            if not 0 <= i < len(depths):
+                raise IndexError(f'out_indices must be in 0..{len(depths) - 1}, got {i}')
+        self.num_features = [arch['embed_dim'] * 2 ** i for i in range(len(depths))]
+
+        self.stem = PatchEmbed(3, self.num_features[0], 4)
+        num_blocks = sum(depths)
+        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            self.layers.append(FocalNetStage(
+                self.num_features[max(i - 1, 0)], self.num_features[i], depth, downsample=i > 0,
+                drop_paths=dpr[sum(depths[:i]):sum(depths[:i + 1])], focal_level=focal_level,
+                focal_window=focal_window, mlp_ratio=mlp_ratio))
+        self.norm = nn.LayerNorm(self.num_features[-1])
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        check_divisible(tuple(x.shape[-2:]), 32)  # every stage map is exactly H / stride
+        x = self.stem(x.permute(0, 2, 3, 1))  # B, H/4, W/4, C
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self.out_indices:
+                out = self.norm(x) if i == len(self.layers) - 1 else x
+                outs.append(out.permute(0, 3, 1, 2).contiguous())  # B, C, H, W
+        return tuple(outs)
+
+
+def timm_focalnet_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:
+    """Map a timm ``FocalNet`` state dict onto an ``ImageClassifier`` with a ``FocalNet`` backbone:
+    timm's 1x1 convs are our linear layers (drop the trailing 1x1 of their weights)."""
+    linear = ('.modulation.f.weight', '.modulation.h.weight', '.modulation.proj.weight', '.mlp.fc1.weight',
+              '.mlp.fc2.weight')
+    converted = {}
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            converted[key] = value
+            continue
+        if key.endswith(linear):
+            value = value.flatten(1)
+        converted['backbone.' + key] = value
+    return converted
+
+
+for _size in ('tiny', 'small', 'base'):  # smallest first
+    for _field in ('srf', 'lrf'):
+        register_timm_twin('focalnet', f'hvit/focalnet/focalnet_{_size}_{_field}_in1k-224.py',
+                           f'focalnet_{_size}_{_field}', timm_focalnet_to_mmeff)
