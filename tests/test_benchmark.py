@@ -200,3 +200,16 @@ def test_flops_of_a_model_with_an_expanded_class_token(mmpretrain_scope):
                               cfg_options={'model.backbone.img_size': 64})
     assert not result['errors'], result['errors']
     assert result['flops']['macs'] > 0
+
+
+def test_a_config_builds_twice():
+    """The onnxruntime backend builds the model again from the benchmark's config: a DETR build
+    (mmdet writes num_pred_layer etc. into the head dict it is given) must not change the config."""
+    from mmengine.config import Config
+
+    from mmeff.benchmark.subject import build_model
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'rtdetr_r18_demo.py'))
+    head_before = cfg.model.bbox_head.to_dict()
+    build_model(cfg)
+    assert cfg.model.bbox_head.to_dict() == head_before
+    build_model(cfg)

@@ -164,6 +164,18 @@ def test_eval_idx_equals_full_model_layer(eval_idx):
     assert diff < 1e-6
 
 
+
+def test_channels_last_inference_gives_the_same_outputs():
+    model = build().eval()
+    inputs, samples = batch(BOXES_A, shape=(64, 96))
+    with torch.no_grad():
+        cls_nhwc, box_nhwc = model._forward(inputs, samples)
+        model.channels_last = False
+        cls_nchw, box_nchw = model._forward(inputs, samples)
+    diff = max((cls_nhwc - cls_nchw).abs().max().item(), (box_nhwc - box_nchw).abs().max().item())
+    print(f'channels-last vs. NCHW inference: max abs diff {diff:.3e}')
+    assert diff < 1e-4
+
 def test_bad_eval_idx_is_rejected_with_advice():
     with pytest.raises(ValueError, match='eval_idx'):
         build(eval_idx=NUM_LAYERS)

@@ -49,7 +49,7 @@ MMCV_VERSION=$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")
 shopt -s nullglob
 wheels=("$WHEELHOUSE"/mmcv-"$MMCV_VERSION"-*.whl)
 if (( ${#wheels[@]} == 0 )); then
-  log "building mmcv $MMCV_VERSION with $OPS ops against torch $TORCH_TAG (first set-up only; ~6 min on 2 cores)"
+  log "building mmcv $MMCV_VERSION with $OPS ops against torch $TORCH_TAG (first set-up only; ~14 min on 2 cores)"
   BUILD=$(mktemp -d)
   trap 'rm -rf "$BUILD"' EXIT
   pip_q download --no-deps --no-binary mmcv --no-build-isolation -d "$BUILD" "mmcv==$MMCV_VERSION"

@@ -6,6 +6,7 @@ for inference and for training alike. Detectors also get ``DetDataSample``s carr
 metadata (DETRs need it for their masks) and, for training, random ground-truth boxes;
 classifiers get ``DataSample``s with random labels.
 """
+import copy
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -43,9 +44,10 @@ def scope_of(cfg: Config) -> str:
 
 def build_model(cfg: Config, device: str = 'cpu') -> nn.Module:
     """Build ``cfg.model`` in the config's scope, randomly initialized (weights do not change
-    speed), in eval mode on ``device``."""
+    speed), in eval mode on ``device``. ``cfg`` is left as it was, so that it builds again."""
     with DefaultScope.overwrite_default_scope(scope_of(cfg)):
-        model = MODELS.build(cfg.model)
+        # a copy: mmdet's DeformableDETR writes its own arguments into the bbox_head dict it is given
+        model = MODELS.build(copy.deepcopy(cfg.model))
     return model.to(device).eval()
 
 

@@ -1,7 +1,7 @@
 """mmeff models vs. their timm twins: inference throughput side by side on this machine.
 
     python tools/analysis/backbone_speed_vs_timm.py [--arch swin vit ...] [--all-variants]
-        [--batch-sizes 1 32] [--warmup 3] [--repeats 10] [--rounds 2] [--threads N]
+        [--configs 'vit/vit/vit_small*' ...] [--batch-sizes 1 32] [--warmup 3] [--repeats 10] [--rounds 2] [--threads N]
         [--out results.json results.csv] [--plot ratios.png]
 
 Every twin registered in mmeff.models.timm_twins (by default the smallest variant of each
@@ -9,6 +9,7 @@ architecture): same random weights, same input, eager PyTorch, re-parameterizabl
 both sides (mmeff.benchmark.twins). ``ratio`` = mmeff images/s / timm images/s (above 1 = mmeff faster).
 """
 import argparse
+import fnmatch
 import json
 import os
 import os.path as osp
@@ -27,6 +28,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description='mmeff vs. timm throughput of the same architectures')
     parser.add_argument('--arch', nargs='+', help='architectures to run (default: all registered)')
     parser.add_argument('--all-variants', action='store_true', help='every registered size, not the smallest')
+    parser.add_argument('--configs', nargs='+', help='only the twins whose config matches one of these globs '
+                        '(e.g. "vit/vit/vit_small*"; overrides --arch and --all-variants)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=10)
@@ -37,7 +40,13 @@ def parse_args():
     return parser.parse_args()
 
 
-def selected_twins(archs, all_variants):
+def selected_twins(archs, all_variants, config_globs=None):
+    if config_globs:
+        twins = [t for t in TIMM_TWINS.values() if any(fnmatch.fnmatch(t.config, g) for g in config_globs)]
+        if not twins:
+            raise SystemExit(f'no registered twin config matches {config_globs}; registered: '
+                             f'{[t.config for t in TIMM_TWINS.values()]}')
+        return twins
     unknown = set(archs or ()) - {t.arch for t in TIMM_TWINS.values()}
     if unknown:
         raise SystemExit(f'no timm twin registered for {sorted(unknown)}; registered: '
@@ -79,7 +88,7 @@ def main():
         torch.set_num_threads(args.threads)
     logger = MMLogger.get_instance('mmeff_twins', log_level='INFO')
     env = environment('cpu')
-    twins = selected_twins(args.arch, args.all_variants)
+    twins = selected_twins(args.arch, args.all_variants, args.configs)
     logger.info(f"{env['cpu_name']}, torch {env['torch']}, {env['threads']} threads; best of {args.rounds} "
                 f'alternating rounds of the median of {args.repeats} calls after {args.warmup} warm-up')
     results, rows = [], []

@@ -95,8 +95,9 @@ class RTDETRHead(DINOHead):
             num_queries (int): K.
 
         Returns:
-            dict: ``indices`` (B, K); ``cls`` (B, K, num_classes) logits; ``coords_unact``
-            (B, K, 4) boxes in logit space; ``iou`` (B, K) logits of P(X), or None in 'vfl' mode.
+            dict: ``indices`` (B, K); ``tokens`` (B, K, C) the selected tokens; ``cls``
+            (B, K, num_classes) logits; ``coords_unact`` (B, K, 4) boxes in logit space; ``iou``
+            (B, K) logits of P(X), or None in 'vfl' mode.
         """
         num_tokens = enc_memory.size(1)
         if num_queries > num_tokens:
@@ -104,7 +105,6 @@ class RTDETRHead(DINOHead):
                              f'of this input: lower num_queries or enlarge the input.')
         num_layers = self.num_pred_layer - 1
         cls_logits = self.cls_branches[num_layers](enc_memory)
-        coords_unact = self.reg_branches[num_layers](enc_memory) + anchors
         max_logits = cls_logits.max(-1).values
         iou_logits = None
         if self.query_select == 'vfl':
@@ -119,10 +119,17 @@ class RTDETRHead(DINOHead):
         def gather(x: Tensor) -> Tensor:
             return x.gather(1, indices[..., None].expand(-1, -1, x.size(-1)))
 
+        # Only the K selected boxes are ever used: the box MLP runs on K tokens, not all N
+        # (300 instead of 8400 at 640 px; the official code and HF run it on all N).
+        # A dynamic-batch ONNX graph traced at batch 1 has batch-1 anchors: expand before gathering.
+        anchors = anchors.expand(enc_memory.size(0), -1, -1)
+        tokens = gather(enc_memory)
+        coords_unact = self.reg_branches[num_layers](tokens) + gather(anchors)
         return dict(
             indices=indices,
+            tokens=tokens,
             cls=gather(cls_logits),
-            coords_unact=gather(coords_unact),
+            coords_unact=coords_unact,
             iou=None if iou_logits is None else gather(iou_logits[..., None]).squeeze(-1))
 
     def loss(self,
