@@ -167,11 +167,15 @@ def test_eval_idx_equals_full_model_layer(eval_idx):
 
 def test_channels_last_inference_gives_the_same_outputs():
     model = build().eval()
+    layouts = []
+    model.backbone.register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     inputs, samples = batch(BOXES_A, shape=(64, 96))
     with torch.no_grad():
         cls_nhwc, box_nhwc = model._forward(inputs, samples)
         model.channels_last = False
         cls_nchw, box_nchw = model._forward(inputs, samples)
+    assert layouts == [True, False]
     diff = max((cls_nhwc - cls_nchw).abs().max().item(), (box_nhwc - box_nchw).abs().max().item())
     print(f'channels-last vs. NCHW inference: max abs diff {diff:.3e}')
     assert diff < 1e-4
