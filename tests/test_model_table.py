@@ -9,6 +9,7 @@ from conftest import REPO, run_tool
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
 import model_table  # noqa: E402
+import readme_model_summary  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
@@ -85,3 +86,12 @@ def test_cli_prints_rows_with_progress(tmp_path):
     assert '[1/1] vit/vit_tiny_p16_in1k-224.py: 5,721,832 params' in proc.stderr
     assert '| [vit_tiny_p16_in1k-224](vit/vit_tiny_p16_in1k-224.py) | Baseline | 5.72 | 1.25 | 5,721,832 |' in proc.stdout
     assert out.exists()
+
+
+@pytest.mark.parametrize('name, arch, label', [('swin_tiny_p4_w7_in1k-224', 'swin', 'tiny_p4_w7'),
+                                               ('xcit_nano_12_p16_in1k-224', 'xcit', 'nano_12'),
+                                               ('resnet18_in1k-224', 'resnet', 'resnet18'),
+                                               ('wide_resnet50_2_in1k-224', 'resnet', 'wide_resnet50_2')])
+def test_readme_summary_variant_labels(name, arch, label):
+    assert readme_model_summary.variant_label(name, arch) == label
+

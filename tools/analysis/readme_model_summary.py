@@ -17,6 +17,13 @@ ROW = re.compile(r'^\| \[(?P<name>[^\]]+)\]\((?P<path>[^)]+)\) \| (?P<taxonomy>[
                  r'(?P<gmacs>[\d.]+) \| [\d,]+ \|$')
 
 
+def variant_label(name: str, arch: str) -> str:
+    """'swin_tiny_p4_w7_in1k-224' -> 'tiny_p4_w7'; names that do not start with '<arch>_' stay whole
+    ('resnet18', 'wide_resnet50_2')."""
+    name = name.replace('_in1k-224', '').replace('_p16', '')
+    return name[len(arch) + 1:] if name.startswith(arch + '_') else name
+
+
 def main():
     parser = argparse.ArgumentParser(description='README model table from the config directories\' tables')
     parser.add_argument('config_dirs', nargs='+')
@@ -31,7 +38,7 @@ def main():
         for arch, rows in sorted(archs.items()):
             rows.sort(key=lambda m: float(m['params_m']))
             variants = ', '.join(
-                f"[{m['name'][len(arch) + 1:].replace('_in1k-224', '').replace('_p16', '') or m['name']}]({config_dir}/{m['path']}) "
+                f"[{variant_label(m['name'], arch)}]({config_dir}/{m['path']}) "
                 f"{m['params_m']} / {m['gmacs']}" for m in rows)
             print(f"| {arch} | {rows[0]['taxonomy']} | {variants} |")
 
