@@ -12,6 +12,7 @@ from mmeff.benchmark import benchmark_config, correlations, count_ops, load_accu
 from mmeff.benchmark.end2end import nms_thresholds
 from mmeff.benchmark.runner import check_backend
 from mmeff.benchmark.sweep import expand_sweep, parse_sweep
+from mmeff.benchmark.timing import time_fn, time_interleaved
 from conftest import REPO
 
 
@@ -213,3 +214,11 @@ def test_a_config_builds_twice():
     build_model(cfg)
     assert cfg.model.bbox_head.to_dict() == head_before
     build_model(cfg)
+
+
+def test_interleaved_timing_alternates_the_callables():
+    calls = []
+    timings = time_interleaved(dict(a=lambda: calls.append('a'), b=lambda: calls.append('b')), warmup=1, repeats=3)
+    assert ''.join(calls) == 'ab' + 'ab' + 'ba' + 'ab'  # warm-up, then the order reversed every repeat
+    assert all(len(t['times']) == 3 and t['median'] >= 0 for t in timings.values())
+    assert 'times' not in time_fn(lambda: None, warmup=0, repeats=2)  # one-line summaries stay flat

@@ -271,3 +271,14 @@ def test_deploy_loads_mmengine_checkpoints_and_refuses_pickled_code(tmp_path):
         build_deploy_model(deploy_cfg(ORT_CLS, 64), model_cfg, str(unsafe))
     loaded, _, _ = build_deploy_model(deploy_cfg(ORT_CLS, 64), model_cfg, str(unsafe), trust_checkpoint=True)
     assert torch.equal(loaded.head.fc.weight, state['head.fc.weight'])
+
+
+def test_cpu_peak_throughput_script(tmp_path):
+    import json
+    out = tmp_path / 'peak.json'
+    run_tool('tools/analysis/cpu_peak_throughput.py', '--threads', '1', '--warmup', '0', '--repeats', '1',
+             '--out', str(out))
+    rows = json.loads(out.read_text())['results']
+    assert [r['operation'].split()[0] for r in rows] == ['gemm', 'conv3x3', 'conv3x3']
+    assert rows[0]['gflop'] == pytest.approx(2 * 2048**3 / 1e9)
+    assert all(r['pytorch_gflop_s'] > 0 and r['onnxruntime_gflop_s'] > 0 for r in rows)

@@ -31,7 +31,7 @@ def test_speed_comparison_script(tmp_path):
     from conftest import run_tool
     out_json, out_csv, plot = tmp_path / 'twins.json', tmp_path / 'twins.csv', tmp_path / 'ratios.png'
     proc = run_tool('tools/analysis/backbone_speed_vs_timm.py', '--arch', 'vit', '--batch-sizes', '1', '2',
-                    '--warmup', '0', '--repeats', '1', '--rounds', '1', '--threads', '1',
+                    '--warmup', '0', '--repeats', '1', '--threads', '1',
                     '--out', str(out_json), str(out_csv), '--plot', str(plot))
     [result] = json.loads(out_json.read_text())
     assert result['timm_name'] == 'vit_tiny_patch16_224' and set(result['per_batch_size']) == {'1', '2'}

@@ -8,7 +8,7 @@ import os.path as osp
 import platform
 import time
 import traceback
-from typing import Callable, Dict
+from typing import Callable, Dict, Mapping
 
 import numpy as np
 import torch
@@ -21,20 +21,41 @@ def synchronize(device: str) -> None:
 
 def time_fn(fn: Callable[[], object], warmup: int, repeats: int, device: str = 'cpu') -> Dict[str, float]:
     """Seconds per call of ``fn``: ``median``, ``q1``, ``q3``, ``iqr``, ``min``, ``mean``."""
+    timing = time_interleaved(dict(fn=fn), warmup, repeats, device)['fn']
+    del timing['times']
+    return timing
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], object]], warmup: int, repeats: int,
+                     device: str = 'cpu') -> Dict[str, Dict[str, object]]:
+    """:func:`time_fn` of several callables at once, their calls interleaved (the order reversed
+    every repeat), so that a change of machine load during the run slows all of them alike.
+
+    Returns:
+        dict: per name, ``time_fn``'s keys plus ``times``, the seconds of every timed call (the
+        i-th calls of two callables ran next to each other: compare them pairwise).
+    """
     if repeats < 1:
         raise ValueError(f'repeats must be at least 1, got {repeats}')
+    names = list(fns)
     for _ in range(warmup):
-        fn()
+        for name in names:
+            fns[name]()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return dict(median=float(median), q1=float(q1), q3=float(q3), iqr=float(q3 - q1), min=min(times),
-                mean=float(np.mean(times)), warmup=warmup, repeats=repeats)
+    times = {name: [] for name in names}
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    results = {}
+    for name, seconds in times.items():
+        q1, median, q3 = np.percentile(seconds, [25, 50, 75])
+        results[name] = dict(median=float(median), q1=float(q1), q3=float(q3), iqr=float(q3 - q1),
+                             min=min(seconds), mean=float(np.mean(seconds)), warmup=warmup, repeats=repeats,
+                             times=seconds)
+    return results
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -3,17 +3,19 @@ weights, same input, one process.
 
 Both run eval-mode eager PyTorch under ``no_grad`` with re-parameterizable blocks fused
 (mmeff: :func:`~mmeff.models.layers.reparam.switch_to_deploy`, timm: ``reparameterize_model``).
-Timings alternate between the two for ``rounds`` rounds and keep each one's best median, so that
-load from other processes does not favour whichever ran in a quiet moment.
+Their calls alternate one by one (:func:`~mmeff.benchmark.timing.time_interleaved`) and the ratio
+is the median of the ratios of neighbouring calls, so that load from other processes, which comes
+and goes over seconds, does not favour whichever ran in a quiet moment.
 """
 from typing import Dict, Sequence
 
+import numpy as np
 import torch
 from mmengine.registry import DefaultScope
 
 from mmeff.models.layers.reparam import switch_to_deploy
 from mmeff.models.timm_twins import TimmTwin, build_like_timm, create_timm_model
-from .timing import time_fn
+from .timing import time_interleaved
 
 IMPLS = ('timm', 'mmeff')
 
@@ -27,24 +29,23 @@ def fused_pair(twin: TimmTwin) -> Dict[str, torch.nn.Module]:
     return dict(timm=reparameterize_model(reference), mmeff=switch_to_deploy(model))
 
 
-def twin_throughput(twin: TimmTwin, batch_sizes: Sequence[int] = (1, 32), warmup: int = 3, repeats: int = 10,
-                    rounds: int = 2) -> Dict[str, object]:
-    """Images/s of each implementation at each batch size, the ratio mmeff / timm, and the max
-    |logit difference| of the fused pair on the timed input (a check that both compute the same)."""
+def twin_throughput(twin: TimmTwin, batch_sizes: Sequence[int] = (1, 32), warmup: int = 3,
+                    repeats: int = 20) -> Dict[str, object]:
+    """Images/s of each implementation at each batch size (from the median call), the ratio
+    mmeff / timm (median of the per-pair ratios) and the max |logit difference| of the fused pair
+    on the timed input (a check that both compute the same)."""
     models = fused_pair(twin)
     forwards = dict(timm=lambda x: models['timm'](x), mmeff=lambda x: models['mmeff'](x, mode='tensor'))
     result = dict(config=twin.config, timm_name=twin.timm_name, arch=twin.arch, img_size=twin.img_size,
                   per_batch_size={})
     for batch_size in batch_sizes:
         images = torch.randn(batch_size, 3, twin.img_size, twin.img_size, generator=torch.Generator().manual_seed(0))
-        best = {impl: float('inf') for impl in IMPLS}
         with torch.no_grad():
-            for _ in range(rounds):
-                for impl in IMPLS:
-                    timing = time_fn(lambda: forwards[impl](images), warmup, repeats)
-                    best[impl] = min(best[impl], timing['median'])
+            timings = time_interleaved({impl: (lambda f=forwards[impl]: f(images)) for impl in IMPLS}, warmup, repeats)
             diff = (forwards['timm'](images) - forwards['mmeff'](images)).abs().max().item()
+        pair_ratios = np.array(timings['timm']['times']) / np.array(timings['mmeff']['times'])
         result['per_batch_size'][batch_size] = dict(
-            timm_img_s=batch_size / best['timm'], mmeff_img_s=batch_size / best['mmeff'],
-            ratio=best['timm'] / best['mmeff'], max_logit_diff=diff)
+            timm_img_s=batch_size / timings['timm']['median'], mmeff_img_s=batch_size / timings['mmeff']['median'],
+            ratio=float(np.median(pair_ratios)), ratio_q1=float(np.percentile(pair_ratios, 25)),
+            ratio_q3=float(np.percentile(pair_ratios, 75)), max_logit_diff=diff)
     return result

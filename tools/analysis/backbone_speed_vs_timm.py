@@ -1,12 +1,13 @@
 """mmeff models vs. their timm twins: inference throughput side by side on this machine.
 
     python tools/analysis/backbone_speed_vs_timm.py [--arch swin vit ...] [--all-variants]
-        [--configs 'vit/vit/vit_small*' ...] [--batch-sizes 1 32] [--warmup 3] [--repeats 10] [--rounds 2] [--threads N]
+        [--configs 'vit/vit/vit_small*' ...] [--batch-sizes 1 32] [--warmup 3] [--repeats 20] [--threads N]
         [--out results.json results.csv] [--plot ratios.png]
 
 Every twin registered in mmeff.models.timm_twins (by default the smallest variant of each
 architecture): same random weights, same input, eager PyTorch, re-parameterizable blocks fused on
-both sides (mmeff.benchmark.twins). ``ratio`` = mmeff images/s / timm images/s (above 1 = mmeff faster).
+both sides (mmeff.benchmark.twins), calls alternating. ``ratio`` = timm seconds / mmeff seconds, the median
+over neighbouring pairs of calls (above 1 = mmeff faster).
 """
 import argparse
 import fnmatch
@@ -32,8 +33,7 @@ def parse_args():
                         '(e.g. "vit/vit/vit_small*"; overrides --arch and --all-variants)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--rounds', type=int, default=2, help='alternations of timm and mmeff timings')
+    parser.add_argument('--repeats', type=int, default=20, help='timed calls of each, alternating timm and mmeff')
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
     parser.add_argument('--out', nargs='+', default=[], help='.json and/or .csv')
     parser.add_argument('--plot', help='PNG of the ratios')
@@ -89,13 +89,13 @@ def main():
     logger = MMLogger.get_instance('mmeff_twins', log_level='INFO')
     env = environment('cpu')
     twins = selected_twins(args.arch, args.all_variants, args.configs)
-    logger.info(f"{env['cpu_name']}, torch {env['torch']}, {env['threads']} threads; best of {args.rounds} "
-                f'alternating rounds of the median of {args.repeats} calls after {args.warmup} warm-up')
+    logger.info(f"{env['cpu_name']}, torch {env['torch']}, {env['threads']} threads; {args.repeats} calls of "
+                f'each, timm and mmeff alternating, after {args.warmup} warm-up; ratio = median of pair ratios')
     results, rows = [], []
     for i, twin in enumerate(twins, 1):
         logger.info(f'[{i}/{len(twins)}] {twin.config} vs timm {twin.timm_name}')
         try:
-            result = twin_throughput(twin, args.batch_sizes, args.warmup, args.repeats, args.rounds)
+            result = twin_throughput(twin, args.batch_sizes, args.warmup, args.repeats)
         except Exception as error:  # one model's failure does not stop the others
             logger.error(f'{twin.config}: {describe_error(error)}')
             results.append(dict(config=twin.config, timm_name=twin.timm_name, error=describe_error(error)))
@@ -105,6 +105,7 @@ def main():
             rows.append(dict(config=twin.config, timm_name=twin.timm_name, batch_size=batch_size, **numbers))
             logger.info(f"  batch {batch_size}: timm {numbers['timm_img_s']:.1f} img/s, mmeff "
                         f"{numbers['mmeff_img_s']:.1f} img/s, ratio {numbers['ratio']:.2f} "
+                        f"(IQR {numbers['ratio_q1']:.2f}-{numbers['ratio_q3']:.2f}) "
                         f"(max |logit diff| {numbers['max_logit_diff']:.1e})")
     print(f"{'config':<48} {'timm':<34} {'batch':>5} {'timm img/s':>11} {'mmeff img/s':>12} {'ratio':>6}")
     for row in rows:

@@ -18,6 +18,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
+import torch
 from torch import Tensor, nn
 
 from mmeff.registry import register_backbone
@@ -53,9 +54,11 @@ class FocalModulation(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        # x: B, H, W, C; the depth-wise convs take channels-first views of the channels-last maps
+        # x: B, H, W, C. The depth-wise convs see B, C, H, W views; stored channels-last, they and the
+        # gating run without layout copies and the modulator reaches ``h`` contiguous.
         q, ctx, gates = self.f(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
-        ctx, gates = ctx.permute(0, 3, 1, 2), gates.permute(0, 3, 1, 2)  # B, C, H, W and B, L + 1, H, W
+        ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # B, C, H, W
+        gates = gates.permute(0, 3, 1, 2)  # B, L + 1, H, W
         ctx_all = 0
         for level, focal_layer in enumerate(self.focal_layers):
             ctx = focal_layer(ctx)  # B, C, H, W; each level sees a wider neighbourhood
