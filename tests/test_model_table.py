@@ -94,4 +94,3 @@ def test_cli_prints_rows_with_progress(tmp_path):
                                                ('wide_resnet50_2_in1k-224', 'resnet', 'wide_resnet50_2')])
 def test_readme_summary_variant_labels(name, arch, label):
     assert readme_model_summary.variant_label(name, arch) == label
-

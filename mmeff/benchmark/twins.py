@@ -31,9 +31,9 @@ def fused_pair(twin: TimmTwin) -> Dict[str, torch.nn.Module]:
 
 def twin_throughput(twin: TimmTwin, batch_sizes: Sequence[int] = (1, 32), warmup: int = 3,
                     repeats: int = 20) -> Dict[str, object]:
-    """Images/s of each implementation at each batch size (from the median call), the ratio
-    mmeff / timm (median of the per-pair ratios) and the max |logit difference| of the fused pair
-    on the timed input (a check that both compute the same)."""
+    """Images/s of each implementation at each batch size (from the median call), the speed ratio
+    mmeff / timm (median over neighbouring pairs of calls of timm's time / mmeff's, with its quartiles)
+    and the max |logit difference| of the fused pair on the timed input (both compute the same)."""
     models = fused_pair(twin)
     forwards = dict(timm=lambda x: models['timm'](x), mmeff=lambda x: models['mmeff'](x, mode='tensor'))
     result = dict(config=twin.config, timm_name=twin.timm_name, arch=twin.arch, img_size=twin.img_size,
