@@ -17,8 +17,6 @@ from mmeff.models.layers.reparam import switch_to_deploy
 from mmeff.models.timm_twins import TimmTwin, build_like_timm, create_timm_model
 from .timing import time_interleaved
 
-IMPLS = ('timm', 'mmeff')
-
 
 def fused_pair(twin: TimmTwin) -> Dict[str, torch.nn.Module]:
     """timm's model (random weights) and mmeff's with the same weights, both fused for inference."""
@@ -35,14 +33,14 @@ def twin_throughput(twin: TimmTwin, batch_sizes: Sequence[int] = (1, 32), warmup
     mmeff / timm (median over neighbouring pairs of calls of timm's time / mmeff's, with its quartiles)
     and the max |logit difference| of the fused pair on the timed input (both compute the same)."""
     models = fused_pair(twin)
-    forwards = dict(timm=lambda x: models['timm'](x), mmeff=lambda x: models['mmeff'](x, mode='tensor'))
     result = dict(config=twin.config, timm_name=twin.timm_name, arch=twin.arch, img_size=twin.img_size,
                   per_batch_size={})
     for batch_size in batch_sizes:
         images = torch.randn(batch_size, 3, twin.img_size, twin.img_size, generator=torch.Generator().manual_seed(0))
+        forwards = dict(timm=lambda: models['timm'](images), mmeff=lambda: models['mmeff'](images, mode='tensor'))
         with torch.no_grad():
-            timings = time_interleaved({impl: (lambda f=forwards[impl]: f(images)) for impl in IMPLS}, warmup, repeats)
-            diff = (forwards['timm'](images) - forwards['mmeff'](images)).abs().max().item()
+            timings = time_interleaved(forwards, warmup, repeats)
+            diff = (forwards['timm']() - forwards['mmeff']()).abs().max().item()
         pair_ratios = np.array(timings['timm']['times']) / np.array(timings['mmeff']['times'])
         result['per_batch_size'][batch_size] = dict(
             timm_img_s=batch_size / timings['timm']['median'], mmeff_img_s=batch_size / timings['mmeff']['median'],

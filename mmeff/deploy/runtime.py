@@ -1,15 +1,16 @@
 """ONNX Runtime inference and latency of an exported model (the benchmark's onnxruntime backend)."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from mmeff.benchmark.timing import time_fn
 
 
-def create_session(onnx_file: str, num_threads: Optional[int] = None):
+def create_session(onnx_file: Union[str, bytes], num_threads: Optional[int] = None):
     """A CPU ONNX Runtime session with every graph optimization (constant folding, node fusions).
 
     Args:
+        onnx_file: path of the ONNX model, or the serialized model.
         num_threads (int, optional): Intra-op threads; ONNX Runtime's default (one per core)
             when None. Set it equal to ``torch.get_num_threads()`` for a fair comparison.
     """

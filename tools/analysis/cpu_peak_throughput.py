@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mmeff.benchmark.timing import environment, time_interleaved
+from mmeff.deploy.runtime import create_session
 
 # (name, input N C H W, output channels, kernel): GEMM as a 1x1 conv over a 2048-channel map, and
 # 3x3 convs of ResNet-18's stage 2 and of the encoder's fusion blocks at 640 px
@@ -26,7 +27,6 @@ SHAPES = (
 
 def onnx_conv(input_shape, out_channels, kernel, weight):
     """A one-node ONNX Conv model (padding 'same') as bytes."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     pad = kernel // 2
     node = helper.make_node('Conv', ['x', 'w'], ['y'], kernel_shape=[kernel, kernel], pads=[pad] * 4)
@@ -43,20 +43,16 @@ def main():
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--out', help='.json of the results')
     args = parser.parse_args()
-    import onnxruntime as ort
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     rows = []
     print(f"{'operation':<32} {'GFLOP':>7} {'PyTorch GFLOP/s':>16} {'ONNX Runtime GFLOP/s':>21}")
     for name, input_shape, out_channels, kernel in SHAPES:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(input_shape, dtype=np.float32)
         w = rng.standard_normal((out_channels, input_shape[1], kernel, kernel), dtype=np.float32) * 0.01
-        session = ort.InferenceSession(onnx_conv(input_shape, out_channels, kernel, w), options,
-                                       providers=['CPUExecutionProvider'])
+        session = create_session(onnx_conv(input_shape, out_channels, kernel, w), threads)  # as the benchmark's
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
         with torch.no_grad():
             timings = time_interleaved(dict(pytorch=lambda: F.conv2d(tx, tw, padding=kernel // 2),
