@@ -7,10 +7,14 @@ import os
 
 import pytest
 import torch
+from mmcv.cnn.bricks.transformer import FFN
 from mmengine.config import Config
+from mmpretrain.models.utils import ShiftWindowMSA
 
 import mmeff.models  # noqa: F401  (registers the modules)
 from helpers.mmdet_detector import build_retinanet
+from mmeff.models.backbones.mmpretrain_lean import LEAN_MERGINGS
+from mmeff.models.backbones.swin_v2 import RECOMPUTED_TABLES
 from mmeff.registry import CLS_MODELS, DET_MODELS
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
@@ -54,7 +58,7 @@ def test_forward_backward(config, size, overrides):
 
 # backbone config as an mmdet config names it, expected (channels, stride) per stage
 PYRAMIDS = [
-    (dict(type='mmpretrain.SwinTransformer', arch='tiny', out_indices=(0, 1, 2, 3)),
+    (dict(type='LeanSwinTransformer', arch='tiny', out_indices=(0, 1, 2, 3)),
      [(96, 4), (192, 8), (384, 16), (768, 32)]),
     (dict(type='SwinTransformerV2Strict', arch='tiny', img_size=224, window_size=7, out_indices=(0, 1, 2, 3)),
      [(96, 4), (192, 8), (384, 16), (768, 32)]),
@@ -109,6 +113,48 @@ def test_swinv2_state_dict_loads_strictly():
     assert not any('relative_coords_table' in k for k in model.state_dict())
 
 
+# mmeff's lean backbone, MMPretrain's model it equals, input sizes (a new size rebuilds the cached window mask;
+# 228 px pads the 57x57 map to whole 2x2 cells for the first patch merging)
+LEAN = [
+    (dict(type='LeanSwinTransformer', arch='tiny', out_indices=(0, 1, 2, 3)),
+     dict(type='SwinTransformer', arch='tiny', out_indices=(0, 1, 2, 3)), (224, 228, 224)),
+    (dict(type='SwinTransformerV2Strict', arch='tiny', window_size=7, out_indices=(0, 1, 2, 3)),
+     dict(type='SwinTransformerV2', arch='tiny', window_size=7, out_indices=(0, 1, 2, 3)), (224, 228, 224)),
+    (dict(type='LeanMlpMixer', arch='s', img_size=224, patch_size=16),
+     dict(type='MlpMixer', arch='s', img_size=224, patch_size=16), (224, 224)),
+]
+
+
+def with_seed(model, x):
+    torch.manual_seed(1)
+    return model(x)
+
+
+@pytest.mark.parametrize('lean,reference,sizes', LEAN, ids=[lean['type'] for lean, _, _ in LEAN])
+def test_lean_backbone_is_mmpretrains(lean, reference, sizes):
+    """Same state dict and the same outputs in training and eval mode (to float rounding: the patch merging
+    sums its cells in another order)."""
+    torch.manual_seed(0)
+    model, expected = CLS_MODELS.build(lean), CLS_MODELS.build(reference)
+    theirs, ours = expected.state_dict(), model.state_dict()
+    # MMPretrain's V2 also saves the position tables that SwinTransformerV2Strict recomputes
+    recomputed = RECOMPUTED_TABLES if reference['type'] == 'SwinTransformerV2' else ()
+    assert set(ours) == {k for k in theirs if not k.endswith(recomputed)}
+    model.load_state_dict({k: theirs[k] for k in ours}, strict=True)
+    overheads = (ShiftWindowMSA, FFN, *LEAN_MERGINGS)
+    assert not any(type(m) in overheads for m in model.modules())  # every such layer made lean
+    for training in (False, True):
+        model.train(training)
+        expected.train(training)
+        for size in sizes:
+            x = torch.randn(1, 3, size, size)
+            with torch.no_grad():
+                outs = [with_seed(m, x) for m in (model, expected)]  # the same drop paths in training
+            diff = max((a - b).abs().max().item() for a, b in zip(*outs))
+            print(f'{lean["type"]} {"train" if training else "eval"} {size} px: max |diff| {diff:.1e}')
+            assert diff <= 1e-5
+
+
 def test_hivit_sizes_are_the_papers():
     """19.2M / 37.5M / 66.4M parameters (the HiViT paper); MMPretrain's own 'base' has 24 blocks (79M)."""
     for arch, millions in (('tiny', 19.2), ('small', 37.5), ('base', 66.4)):
@@ -138,10 +184,10 @@ def test_clear_errors():
         CLS_MODELS.build(dict(type='HiViTPyramid', arch='huge'))
     with pytest.raises(ValueError, match='stages 0..2'):
         CLS_MODELS.build(dict(type='HiViTPyramid', arch='tiny', out_indices=(3, )))
-    mixer = CLS_MODELS.build(dict(type='MlpMixer', arch='s', img_size=224, patch_size=16))
+    mixer = CLS_MODELS.build(dict(type='LeanMlpMixer', arch='s', img_size=224, patch_size=16))
     with pytest.raises(AssertionError, match='224'):  # MMPretrain's message names the size it takes
         mixer(torch.randn(1, 3, 256, 256))
-    swin = CLS_MODELS.build(dict(type='SwinTransformer', arch='tiny'))
+    swin = CLS_MODELS.build(dict(type='LeanSwinTransformer', arch='tiny'))
     with pytest.raises(AssertionError, match='pad_small_map'):  # last map smaller than a window
         swin(torch.randn(1, 3, 128, 128))
 
@@ -162,10 +208,10 @@ def test_forward_backward_bigger_variants(config):
 
 
 @pytest.mark.parametrize('backbone,in_channels', [
-    (dict(type='mmpretrain.SwinTransformer', arch='tiny', out_indices=(1, 2, 3)), [192, 384, 768]),
+    (dict(type='LeanSwinTransformer', arch='tiny', out_indices=(1, 2, 3)), [192, 384, 768]),
     (dict(type='SwinTransformerV2Strict', arch='tiny', img_size=224, window_size=7, out_indices=(1, 2, 3)),
      [192, 384, 768]),
-], ids=['mmpretrain.SwinTransformer', 'SwinTransformerV2Strict'])
+], ids=['LeanSwinTransformer', 'SwinTransformerV2Strict'])
 def test_backbone_in_stock_mmdet_detector(backbone, in_channels):
     detector = build_retinanet(backbone, in_channels).eval()
     with torch.no_grad():

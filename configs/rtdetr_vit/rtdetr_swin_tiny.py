@@ -7,7 +7,7 @@ custom_imports = dict(imports=['mmeff', 'mmpretrain.models'], allow_failed_impor
 
 model = dict(
     backbone=dict(
-        _delete_=True, type='mmpretrain.SwinTransformer', arch='tiny', img_size=640, out_indices=(1, 2, 3),
+        _delete_=True, type='LeanSwinTransformer', arch='tiny', img_size=640, out_indices=(1, 2, 3),
         drop_path_rate=0.2,
         # pad maps smaller than a 7x7 window (as Swin's detection code) instead of failing on small inputs
         pad_small_map=True,

@@ -7,6 +7,8 @@ Their calls alternate one by one (:func:`~mmeff.benchmark.timing.time_interleave
 is the median of the ratios of neighbouring calls, so that load from other processes, which comes
 and goes over seconds, does not favour whichever ran in a quiet moment.
 """
+import copy
+import functools
 from typing import Dict, Sequence
 
 import numpy as np
@@ -27,23 +29,39 @@ def fused_pair(twin: TimmTwin) -> Dict[str, torch.nn.Module]:
     return dict(timm=reparameterize_model(reference), mmeff=switch_to_deploy(model))
 
 
+def _ratio_stats(numerator_times: Sequence[float], denominator_times: Sequence[float]) -> Dict[str, float]:
+    """Median and quartiles of the ratios of neighbouring calls."""
+    ratios = np.array(numerator_times) / np.array(denominator_times)
+    return dict(ratio=float(np.median(ratios)), ratio_q1=float(np.percentile(ratios, 25)),
+                ratio_q3=float(np.percentile(ratios, 75)))
+
+
 def twin_throughput(twin: TimmTwin, batch_sizes: Sequence[int] = (1, 32), warmup: int = 3,
-                    repeats: int = 20) -> Dict[str, object]:
+                    repeats: int = 20, control: bool = False) -> Dict[str, object]:
     """Images/s of each implementation at each batch size (from the median call), the speed ratio
     mmeff / timm (median over neighbouring pairs of calls of timm's time / mmeff's, with its quartiles)
-    and the max |logit difference| of the fused pair on the timed input (both compute the same)."""
+    and the max |logit difference| of the fused pair on the timed input (both compute the same).
+
+    ``control`` also times a second copy of timm's model in the same rotation and reports timm / copy as
+    ``control_ratio``: what this protocol measures between two identical models, the noise floor of ``ratio``.
+    """
     models = fused_pair(twin)
+    if control:
+        models['timm_copy'] = copy.deepcopy(models['timm'])
     result = dict(config=twin.config, timm_name=twin.timm_name, arch=twin.arch, img_size=twin.img_size,
                   per_batch_size={})
     for batch_size in batch_sizes:
         images = torch.randn(batch_size, 3, twin.img_size, twin.img_size, generator=torch.Generator().manual_seed(0))
-        forwards = dict(timm=lambda: models['timm'](images), mmeff=lambda: models['mmeff'](images, mode='tensor'))
+        forwards = {name: functools.partial(model, images) for name, model in models.items()}
+        forwards['mmeff'] = functools.partial(models['mmeff'], images, mode='tensor')
         with torch.no_grad():
             timings = time_interleaved(forwards, warmup, repeats)
             diff = (forwards['timm']() - forwards['mmeff']()).abs().max().item()
-        pair_ratios = np.array(timings['timm']['times']) / np.array(timings['mmeff']['times'])
-        result['per_batch_size'][batch_size] = dict(
-            timm_img_s=batch_size / timings['timm']['median'], mmeff_img_s=batch_size / timings['mmeff']['median'],
-            ratio=float(np.median(pair_ratios)), ratio_q1=float(np.percentile(pair_ratios, 25)),
-            ratio_q3=float(np.percentile(pair_ratios, 75)), max_logit_diff=diff)
+        numbers = dict(timm_img_s=batch_size / timings['timm']['median'],
+                       mmeff_img_s=batch_size / timings['mmeff']['median'],
+                       **_ratio_stats(timings['timm']['times'], timings['mmeff']['times']), max_logit_diff=diff)
+        if control:
+            numbers.update({f'control_{k}': v for k, v in
+                            _ratio_stats(timings['timm']['times'], timings['timm_copy']['times']).items()})
+        result['per_batch_size'][batch_size] = numbers
     return result

@@ -1,13 +1,14 @@
 """mmeff models vs. their timm twins: inference throughput side by side on this machine.
 
     python tools/analysis/backbone_speed_vs_timm.py [--arch swin vit ...] [--all-variants]
-        [--configs 'vit/vit/vit_small*' ...] [--batch-sizes 1 32] [--warmup 3] [--repeats 20] [--threads N]
-        [--out results.json results.csv] [--plot ratios.png]
+        [--configs 'vit/vit/vit_small*' ...] [--batch-sizes 1 32] [--warmup 3] [--repeats 20] [--control]
+        [--threads N] [--out results.json results.csv] [--plot ratios.png]
 
 Every twin registered in mmeff.models.timm_twins (by default the smallest variant of each
 architecture): same random weights, same input, eager PyTorch, re-parameterizable blocks fused on
 both sides (mmeff.benchmark.twins), calls alternating. ``ratio`` = timm seconds / mmeff seconds, the median
-over neighbouring pairs of calls (above 1 = mmeff faster).
+over neighbouring pairs of calls (above 1 = mmeff faster). ``--control`` adds a copy of the timm model to the
+rotation: ``control_ratio`` (timm / its copy) is what the protocol measures between identical models.
 """
 import argparse
 import fnmatch
@@ -34,6 +35,8 @@ def parse_args():
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20, help='timed calls of each, alternating timm and mmeff')
+    parser.add_argument('--control', action='store_true',
+                        help='also time a copy of the timm model: the ratio two identical models get (noise floor)')
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
     parser.add_argument('--out', nargs='+', default=[], help='.json and/or .csv')
     parser.add_argument('--plot', help='PNG of the ratios')
@@ -95,7 +98,7 @@ def main():
     for i, twin in enumerate(twins, 1):
         logger.info(f'[{i}/{len(twins)}] {twin.config} vs timm {twin.timm_name}')
         try:
-            result = twin_throughput(twin, args.batch_sizes, args.warmup, args.repeats)
+            result = twin_throughput(twin, args.batch_sizes, args.warmup, args.repeats, args.control)
         except Exception as error:  # one model's failure does not stop the others
             logger.error(f'{twin.config}: {describe_error(error)}')
             results.append(dict(config=twin.config, timm_name=twin.timm_name, error=describe_error(error)))
@@ -106,7 +109,10 @@ def main():
             logger.info(f"  batch {batch_size}: timm {numbers['timm_img_s']:.1f} img/s, mmeff "
                         f"{numbers['mmeff_img_s']:.1f} img/s, ratio {numbers['ratio']:.2f} "
                         f"(IQR {numbers['ratio_q1']:.2f}-{numbers['ratio_q3']:.2f}) "
-                        f"(max |logit diff| {numbers['max_logit_diff']:.1e})")
+                        f"(max |logit diff| {numbers['max_logit_diff']:.1e})" + (
+                            f"; control, timm vs. its copy: {numbers['control_ratio']:.2f} "
+                            f"(IQR {numbers['control_ratio_q1']:.2f}-{numbers['control_ratio_q3']:.2f})"
+                            if args.control else ''))
     print(f"{'config':<48} {'timm':<34} {'batch':>5} {'timm img/s':>11} {'mmeff img/s':>12} {'ratio':>6}")
     for row in rows:
         print(f"{row['config']:<48} {row['timm_name']:<34} {row['batch_size']:>5} {row['timm_img_s']:>11.1f} "

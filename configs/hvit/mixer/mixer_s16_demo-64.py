@@ -4,7 +4,7 @@ custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
 
 model = dict(
     type='AuxLossImageClassifier',
-    backbone=dict(type='MlpMixer', arch='s', img_size=64, patch_size=16),
+    backbone=dict(type='LeanMlpMixer', arch='s', img_size=64, patch_size=16),
     neck=dict(type='GlobalAveragePooling', dim=1),
     head=dict(
         type='LinearClsHead',

@@ -5,7 +5,7 @@ custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
 
 model = dict(
     type='AuxLossImageClassifier',
-    backbone=dict(type='SwinTransformer', arch='tiny', img_size=64, window_size=7, pad_small_map=True),
+    backbone=dict(type='LeanSwinTransformer', arch='tiny', img_size=64, window_size=7, pad_small_map=True),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

@@ -6,6 +6,6 @@ _base_ = '../../demo/rtdetr_r18_demo.py'
 custom_imports = dict(imports=['mmeff', 'mmpretrain.models'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(_delete_=True, type='mmpretrain.SwinTransformer', arch='tiny', img_size=256, out_indices=(1, 2, 3),
+    backbone=dict(_delete_=True, type='LeanSwinTransformer', arch='tiny', img_size=256, out_indices=(1, 2, 3),
                   pad_small_map=True, drop_path_rate=0.1),
     neck=dict(in_channels=(192, 384, 768)))

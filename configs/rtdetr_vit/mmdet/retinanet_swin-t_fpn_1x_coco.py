@@ -6,7 +6,7 @@ _base_ = './_base_/retinanet_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True, type='mmpretrain.SwinTransformer', arch='tiny', out_indices=(1, 2, 3), drop_path_rate=0.2,
+        _delete_=True, type='LeanSwinTransformer', arch='tiny', out_indices=(1, 2, 3), drop_path_rate=0.2,
         # pad maps smaller than a 7x7 window (as Swin's detection code) instead of failing on small inputs
         pad_small_map=True,
         # ImageNet weights: init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')

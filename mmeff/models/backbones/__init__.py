@@ -2,6 +2,7 @@ from . import vit_with_mixer
 from . import hgnetv2
 from . import presnet
 from . import cait
+from . import mmpretrain_lean
 from . import swin_v2
 from . import mmpretrain_twins
 from . import hivit

@@ -16,7 +16,7 @@ stage by blocks on a few *semantic tokens*, cluster centers of the image tokens:
    map for the next stage and for a detector.
 
 A stage of depth 6k repeats this 6-block cycle k times (Swin-T: 1, Swin-S/B: 3). Stages 1, 2 and 4, the
-patch embedding, merging and norms are MMPretrain's ``SwinTransformer`` unchanged.
+patch embedding, merging and norms are MMPretrain's ``SwinTransformer`` unchanged (as ``LeanSwinTransformer``).
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -25,12 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
-from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.backbones.swin_transformer import SwinBlock
 from mmpretrain.models.utils import CrossMultiheadAttention, LayerScale
 
 from mmeff.registry import register_backbone
 from ..layers.vit_blocks import Mlp
+from .mmpretrain_lean import LeanSwinTransformer, make_lean
 
 HW = Tuple[int, int]
 
@@ -170,7 +170,7 @@ class SemanticTokenStage(BaseModule):
 
 
 @register_backbone
-class STViTSwin(SwinTransformer):
+class STViTSwin(LeanSwinTransformer):
     """Swin Transformer whose third stage computes on semantic tokens (STViT-R).
 
     Args:
@@ -194,8 +194,4 @@ class STViTSwin(SwinTransformer):
             self.embed_dims * 2**i, depths[i], self.num_heads[i], window_size, semantic_window_size, region_size,
             dpr[sum(depths[:i]):sum(depths[:i + 1])], self.stages[i].downsample, patch_size * 2**i,
             drop_rate=drop_rate, layer_scale_init_value=layer_scale_init_value)
-
-    def train(self, mode: bool = True):
-        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
-        super().train(mode)
-        return self
+        make_lean(self.stages[i])

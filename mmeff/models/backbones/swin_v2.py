@@ -5,12 +5,14 @@ MMPretrain's ``SwinTransformerV2`` saves the coordinate tables of the continuous
 (``relative_coords_table``, ``relative_position_index``) but its load hook deletes them from every incoming
 state dict, since they only depend on the window size. A strict ``load_state_dict`` therefore fails even on
 the model's own weights. ``SwinTransformerV2Strict`` keeps every layer of MMPretrain's model and only stops
-saving the tables: they are recomputed at construction, as the load hook assumes.
+saving the tables: they are recomputed at construction, as the load hook assumes. It also drops MMPretrain's
+per-call overheads (``mmpretrain_lean.make_lean``: the shifted-window mask is kept, the FFN shim skipped).
 """
 from mmpretrain.models.backbones import SwinTransformerV2
 from mmpretrain.models.utils import WindowMSAV2
 
 from mmeff.registry import register_backbone
+from .mmpretrain_lean import make_lean
 
 RECOMPUTED_TABLES = ('relative_coords_table', 'relative_position_index')
 
@@ -28,6 +30,7 @@ class SwinTransformerV2Strict(SwinTransformerV2):
                     table = getattr(module, name)
                     delattr(module, name)
                     module.register_buffer(name, table, persistent=False)
+        make_lean(self)
 
     def train(self, mode: bool = True):
         # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains

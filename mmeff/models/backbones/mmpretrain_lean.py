@@ -1,0 +1,151 @@
+"""MMPretrain 1.2's Swin, Swin V2 and MLP-Mixer without their per-call overheads.
+
+mmeff builds these models from MMPretrain as they are (same arguments, weights, state dicts and outputs),
+but three pieces of MMPretrain/mmcv code cost time on every forward without changing the function, so that
+on a CPU the models trailed their timm twins (docs/results/timm_twins):
+
+- ``ShiftWindowMSA`` rebuilds the shifted-window mask (a Python loop over 9 regions) in every block on every
+  call: ~1 ms for a 56x56 map here, ~2 % of Swin-T at batch 1;
+- mmcv's ``FFN.forward`` is wrapped in a deprecated-argument shim that inspects its signature on every call:
+  ~0.15 ms a call here, ~3 % of MLP-Mixer-S16 at batch 1;
+- ``PatchMerging`` (mmcv's in Swin, MMPretrain's in Swin V2) gathers the 2x2 cells with ``nn.Unfold`` into a
+  channel-major order: im2col plus transposes, 1.5x timm's time for a batch of 32 at 56x56.
+
+:func:`make_lean` removes them from a built model: the mask of the last map size is kept, the FFN runs its own
+forward, and the merging gathers cells in timm's cheap order with its weights permuted to match (outputs equal
+to float rounding). The backbones below apply it after MMPretrain's constructor; nothing else differs.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn.bricks.transformer import FFN
+from mmcv.cnn.bricks.transformer import PatchMerging as MMCVPatchMerging
+from mmpretrain.models.backbones import MlpMixer, SwinTransformer
+from mmpretrain.models.utils import PatchMerging, ShiftWindowMSA
+from torch import nn
+
+from mmeff.registry import register_backbone
+from .mmpretrain_twins import unfold_merge_order
+
+
+class CachedMaskShiftWindowMSA(ShiftWindowMSA):
+    """``ShiftWindowMSA`` that keeps the attention mask of the last map size (a constant of the shape).
+
+    Under tracing (ONNX export) the mask is built every call, so that the graph computes it from the input
+    shape (mmdeploy rewrites ``get_attn_mask`` for dynamic shapes) instead of baking in a cached tensor.
+    """
+
+    def get_attn_mask(self, hw_shape: Tuple[int, int], window_size: int, shift_size: int,
+                      device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
+        if torch.jit.is_tracing():
+            return super().get_attn_mask(hw_shape, window_size, shift_size, device)
+        key = (tuple(hw_shape), window_size, shift_size, device)
+        cached = self.__dict__.get('_cached_mask')
+        if cached is None or cached[0] != key:
+            cached = (key, super().get_attn_mask(hw_shape, window_size, shift_size, device))
+            self.__dict__['_cached_mask'] = cached  # not a buffer: never saved, rebuilt for a new size or device
+        return cached[1]
+
+
+class UncheckedFFN(FFN):
+    """mmcv's ``FFN`` called without its deprecated-argument shim (which only renames ``residual=``)."""
+    forward = FFN.forward.__wrapped__
+
+
+class CellMergingForward:
+    """Forward of a 2x2 patch merging that gathers each cell pixel-major, with one copy of the channel-last
+    map, and permutes the norm and reduction weights to match instead of the activations (``nn.Unfold``'s
+    channel-major order is what the weights were trained in). Where the map has fewer elements than the
+    reduction weight (late stages at batch 1), the original unfold is cheaper and runs."""
+
+    def forward(self, x: torch.Tensor, input_size: Tuple[int, int]) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        if x.numel() < self.reduction.weight.numel():
+            return super().forward(x, input_size)
+        B, L, C = x.shape
+        H, W = input_size
+        x = x.view(B, H, W, C)
+        if self.adaptive_padding:
+            x = self.adaptive_padding(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            H, W = x.shape[1:3]
+        # (B, H/2 * W/2, 4C) in timm's order: (column, row, channel) within a cell
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, -1, 4 * C)
+        to_unfold_order = self._to_unfold_order(C, x.device)
+        reduction = self.reduction.weight[:, to_unfold_order]
+        if getattr(self, 'use_post_norm', False):  # Swin V2: the norm is over the reduced channels
+            x = self.norm(F.linear(x, reduction)) if self.norm else F.linear(x, reduction)
+        else:
+            if self.norm:
+                norm = self.norm
+                x = F.layer_norm(x, norm.normalized_shape, norm.weight[to_unfold_order],
+                                 norm.bias[to_unfold_order], norm.eps)
+            x = F.linear(x, reduction)
+        return x, (H // 2, W // 2)
+
+    def _to_unfold_order(self, channels: int, device: torch.device) -> torch.Tensor:
+        """Index i of timm's cell order -> position of the same value in nn.Unfold's order."""
+        cached = self.__dict__.get('_cached_unfold_order')
+        if cached is None or cached.numel() != 4 * channels or cached.device != device:
+            cached = torch.argsort(unfold_merge_order(channels)).to(device)
+            self.__dict__['_cached_unfold_order'] = cached
+        return cached
+
+
+class CellPatchMerging(CellMergingForward, MMCVPatchMerging):
+    """mmcv's ``PatchMerging`` (Swin) with :class:`CellMergingForward`."""
+
+
+class CellPatchMergingV2(CellMergingForward, PatchMerging):
+    """MMPretrain's ``PatchMerging`` (Swin V2, post-norm) with :class:`CellMergingForward`."""
+
+
+def _merges_2x2_cells(merging: nn.Module) -> bool:
+    """Whether a patch merging pads to whole 2x2 cells and merges them without overlap, through a LayerNorm."""
+    unfold = merging.sampler
+    return (merging.adaptive_padding is not None and unfold.kernel_size == unfold.stride == (2, 2)
+            and unfold.padding == (0, 0) and unfold.dilation == (1, 1) and merging.reduction.bias is None
+            and (merging.norm is None or (type(merging.norm) is nn.LayerNorm and merging.norm.elementwise_affine)))
+
+
+LEAN_MERGINGS = {MMCVPatchMerging: CellPatchMerging, PatchMerging: CellPatchMergingV2}
+
+
+def make_lean(model: nn.Module) -> nn.Module:
+    """Remove the per-call overheads listed in the module docstring from every layer of ``model``, in place.
+
+    The layers keep their parameters, buffers and outputs: the classes of the exact MMPretrain/mmcv types are
+    swapped for the subclasses above, which add no parameters or buffers (only caches of constants).
+    """
+    for module in model.modules():
+        if type(module) is ShiftWindowMSA:
+            module.__class__ = CachedMaskShiftWindowMSA
+        elif type(module) is FFN:
+            module.__class__ = UncheckedFFN
+        elif type(module) in LEAN_MERGINGS and _merges_2x2_cells(module):
+            module.__class__ = LEAN_MERGINGS[type(module)]
+    return model
+
+
+@register_backbone
+class LeanSwinTransformer(SwinTransformer):
+    """MMPretrain's ``SwinTransformer`` (Liu et al., https://arxiv.org/abs/2103.14030), same arguments and
+    weights, with :func:`make_lean` applied."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        make_lean(self)
+
+    def train(self, mode: bool = True):
+        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
+        super().train(mode)
+        return self
+
+
+@register_backbone
+class LeanMlpMixer(MlpMixer):
+    """MMPretrain's ``MlpMixer`` (Tolstikhin et al., https://arxiv.org/abs/2105.01601), same arguments and
+    weights, with :func:`make_lean` applied."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        make_lean(self)
