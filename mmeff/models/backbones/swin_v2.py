@@ -6,7 +6,7 @@ MMPretrain's ``SwinTransformerV2`` saves the coordinate tables of the continuous
 state dict, since they only depend on the window size. A strict ``load_state_dict`` therefore fails even on
 the model's own weights. ``SwinTransformerV2Strict`` keeps every layer of MMPretrain's model and only stops
 saving the tables: they are recomputed at construction, as the load hook assumes. It also drops MMPretrain's
-per-call overheads (``mmpretrain_lean.make_lean``: the shifted-window mask is kept, the FFN shim skipped).
+per-call overheads (``mmpretrain_lean.make_lean``: mask cache, FFN without its shim, unfold-free merging).
 """
 from mmpretrain.models.backbones import SwinTransformerV2
 from mmpretrain.models.utils import WindowMSAV2
