@@ -9,8 +9,8 @@ mixed by per-token gates, projected by ``h`` into a modulator that multiplies th
 attention matrix, no windows. The paper's variants are T/S/B with small (2 levels) or large
 (3 levels) receptive fields, ``srf``/``lrf``.
 
-Tokens stay channels-last (B, H, W, C) for the LayerNorms and linear layers; the focal levels run
-on channels-first maps. Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps
+Tokens stay channels-last (B, H, W, C) for the LayerNorms and the projections (``MapLinear``: linear
+layers computed as 1x1 convolutions); the focal levels run on channels-first views of that memory. Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps
 every linear layer as a 1x1 conv: the converter reshapes).
 """
 from types import MappingProxyType
@@ -20,6 +20,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 import torch
 from torch import Tensor, nn
+import torch.nn.functional as F
 
 from mmeff.registry import register_backbone
 from ..layers.vit_blocks import Mlp
@@ -34,6 +35,19 @@ FOCALNET_ARCHS: Mapping[str, Mapping] = MappingProxyType({
 })
 
 
+class MapLinear(nn.Linear):
+    """``nn.Linear`` over the channels of a channels-last map (B, H, W, C), run as a 1x1 convolution.
+
+    Same parameters and state dict as ``nn.Linear``. Why: on the CPU, ``addmm`` first copies the bias
+    into every output row, then accumulates the GEMM on top of it; oneDNN's convolution adds the bias
+    in its epilogue, which saves one pass over each projection's output (FocalNet's speed at batch 32).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        # B, H, W, C_in -> (B, C_in, H, W view: channels-last memory) -> B, H, W, C_out
+        return F.conv2d(x.permute(0, 3, 1, 2), self.weight[:, :, None, None], self.bias).permute(0, 2, 3, 1)
+
+
 class FocalModulation(nn.Module):
     """``y = q(x) * h(sum_l gate_l * ctx_l)`` with ``ctx_l`` from ``focal_level`` stacked depth-wise
     convs plus a global-average level (Eq. 5-8)."""
@@ -43,15 +57,15 @@ class FocalModulation(nn.Module):
         self.dim = dim
         self.focal_level = focal_level
         # query, context and one gate per level (the global level included) from one projection
-        self.f = nn.Linear(dim, 2 * dim + focal_level + 1)
+        self.f = MapLinear(dim, 2 * dim + focal_level + 1)
         self.focal_layers = nn.ModuleList()
         for level in range(focal_level):
             kernel_size = focal_window + focal_factor * level
             self.focal_layers.append(nn.Sequential(
                 nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False), nn.GELU()))
         self.act = nn.GELU()
-        self.h = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
+        self.h = MapLinear(dim, dim)
+        self.proj = MapLinear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: B, H, W, C. The depth-wise convs see B, C, H, W views; stored channels-last, they and the
@@ -59,12 +73,13 @@ class FocalModulation(nn.Module):
         q, ctx, gates = self.f(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
         ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # B, C, H, W
         gates = gates.permute(0, 3, 1, 2)  # B, L + 1, H, W
-        ctx_all = 0
-        for level, focal_layer in enumerate(self.focal_layers):
-            ctx = focal_layer(ctx)  # B, C, H, W; each level sees a wider neighbourhood
-            ctx_all = ctx_all + ctx * gates[:, level:level + 1]
+        ctx = self.focal_layers[0](ctx)
+        ctx_all = ctx * gates[:, :1]
+        for level in range(1, self.focal_level):
+            ctx = self.focal_layers[level](ctx)  # each level sees a wider neighbourhood
+            ctx_all.addcmul_(ctx, gates[:, level:level + 1])  # in place: one pass, no new map per level
         ctx_global = self.act(ctx.mean((2, 3), keepdim=True))  # B, C, 1, 1
-        ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
+        ctx_all.addcmul_(ctx_global, gates[:, self.focal_level:])
         return self.proj(q * self.h(ctx_all.permute(0, 2, 3, 1)))  # B, H, W, C
 
 
@@ -77,7 +92,7 @@ class FocalNetBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.modulation = FocalModulation(dim, focal_level, focal_window)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_ratio)
+        self.mlp = Mlp(dim, mlp_ratio, linear_layer=MapLinear)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ The skeleton offers every part its context (``embed_dim``, ``num_heads``, ``qkv_
 entries its constructor names, so each part declares only what its paper needs.
 """
 import inspect
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple, Type
 
 import torch
 from mmcv.cnn import build_norm_layer
@@ -77,14 +77,16 @@ class Mlp(nn.Module):
     """The transformer's two-layer GELU MLP (Vaswani et al., https://arxiv.org/abs/1706.03762).
 
     mmcv's ``FFN`` adds the residual itself; here the block owns the residual and LayerScale.
+    ``linear_layer`` is an ``nn.Linear`` (sub)class, e.g. one specialised to the model's token layout.
     """
 
-    def __init__(self, embed_dim: int, mlp_ratio: float = 4.0, drop_rate: float = 0.0):
+    def __init__(self, embed_dim: int, mlp_ratio: float = 4.0, drop_rate: float = 0.0,
+                 linear_layer: Type[nn.Linear] = nn.Linear):
         super().__init__()
         hidden = int(embed_dim * mlp_ratio)
-        self.fc1 = nn.Linear(embed_dim, hidden)
+        self.fc1 = linear_layer(embed_dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, embed_dim)
+        self.fc2 = linear_layer(hidden, embed_dim)
         self.drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
