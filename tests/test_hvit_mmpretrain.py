@@ -122,6 +122,8 @@ LEAN = [
      dict(type='SwinTransformerV2', arch='tiny', window_size=7, out_indices=(0, 1, 2, 3)), (224, 228, 224)),
     (dict(type='LeanMlpMixer', arch='s', img_size=224, patch_size=16),
      dict(type='MlpMixer', arch='s', img_size=224, patch_size=16), (224, 224)),
+    (dict(type='LeanXCiT', embed_dims=128, depth=12, num_heads=4, out_type='cls_token'),
+     dict(type='XCiT', embed_dims=128, depth=12, num_heads=4, out_type='cls_token'), (224, 224)),
 ]
 
 

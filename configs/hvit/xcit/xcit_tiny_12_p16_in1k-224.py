@@ -1,10 +1,10 @@
-# XCiT-Tiny-12/16 on ImageNet-1k at 224 px: MMPretrain's XCiT (cross-covariance attention, low-rank class).
+# XCiT-Tiny-12/16 on ImageNet-1k at 224 px: MMPretrain's XCiT, made lean (LeanXCiT; low-rank class).
 # Isotropic, classified by its class-attention layers: the head reads the normalized cls token (no pooling neck).
 _base_ = '../_base_/wttf_hier_in1k_224.py'
 
 model = dict(
     backbone=dict(
-        type='XCiT',
+        type='LeanXCiT',
         img_size=224,
         patch_size=16,
         embed_dims=192,

@@ -1,4 +1,4 @@
-"""MMPretrain 1.2's Swin, Swin V2 and MLP-Mixer without their per-call overheads.
+"""MMPretrain 1.2's Swin, Swin V2, MLP-Mixer and XCiT without their per-call overheads.
 
 mmeff builds these models from MMPretrain as they are (same arguments, weights, state dicts and outputs),
 but three pieces of MMPretrain/mmcv code cost time on every forward without changing the function, so that
@@ -7,7 +7,7 @@ on a CPU the models trailed their timm twins (docs/results/timm_twins):
 - ``ShiftWindowMSA`` rebuilds the shifted-window mask (a Python loop over 9 regions) in every block on every
   call: ~1 ms for a 56x56 map here, ~2 % of Swin-T at batch 1;
 - mmcv's ``FFN.forward`` is wrapped in a deprecated-argument shim that inspects its signature on every call:
-  ~0.15 ms a call here, ~3 % of MLP-Mixer-S16 at batch 1;
+  ~0.15 ms a call here, ~3 % of MLP-Mixer-S16 and ~5 % of XCiT-Nano at batch 1;
 - ``PatchMerging`` (mmcv's in Swin, MMPretrain's in Swin V2) gathers the 2x2 cells with ``nn.Unfold`` into a
   channel-major order: im2col plus transposes, 1.5x timm's time for a batch of 32 at 56x56.
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import FFN
 from mmcv.cnn.bricks.transformer import PatchMerging as MMCVPatchMerging
-from mmpretrain.models.backbones import MlpMixer, SwinTransformer
+from mmpretrain.models.backbones import MlpMixer, SwinTransformer, XCiT
 from mmpretrain.models.utils import PatchMerging, ShiftWindowMSA
 from torch import nn
 
@@ -126,26 +126,35 @@ def make_lean(model: nn.Module) -> nn.Module:
     return model
 
 
-@register_backbone
-class LeanSwinTransformer(SwinTransformer):
-    """MMPretrain's ``SwinTransformer`` (Liu et al., https://arxiv.org/abs/2103.14030), same arguments and
-    weights, with :func:`make_lean` applied."""
+class LeanOnInit:
+    """Mixin for an MMPretrain backbone class: build it as MMPretrain does, then apply :func:`make_lean`.
+
+    ``train()`` returns the module, nn.Module's contract (MMPretrain's Swin and XCiT return None), so that
+    ``model.eval()`` chains.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         make_lean(self)
 
     def train(self, mode: bool = True):
-        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
         super().train(mode)
         return self
 
 
 @register_backbone
-class LeanMlpMixer(MlpMixer):
-    """MMPretrain's ``MlpMixer`` (Tolstikhin et al., https://arxiv.org/abs/2105.01601), same arguments and
-    weights, with :func:`make_lean` applied."""
+class LeanSwinTransformer(LeanOnInit, SwinTransformer):
+    """MMPretrain's ``SwinTransformer`` (Liu et al., https://arxiv.org/abs/2103.14030), same arguments and
+    weights, made lean."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        make_lean(self)
+
+@register_backbone
+class LeanMlpMixer(LeanOnInit, MlpMixer):
+    """MMPretrain's ``MlpMixer`` (Tolstikhin et al., https://arxiv.org/abs/2105.01601), same arguments and
+    weights, made lean."""
+
+
+@register_backbone
+class LeanXCiT(LeanOnInit, XCiT):
+    """MMPretrain's ``XCiT`` (El-Nouby et al., https://arxiv.org/abs/2106.09681), same arguments and weights,
+    made lean (its blocks' mmcv FFNs)."""
