@@ -10,8 +10,9 @@ attention matrix, no windows. The paper's variants are T/S/B with small (2 level
 (3 levels) receptive fields, ``srf``/``lrf``.
 
 Tokens stay channels-last (B, H, W, C) for the LayerNorms and the projections (``MapLinear``: linear
-layers computed as 1x1 convolutions); the focal levels run on channels-first views of that memory. Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps
-every linear layer as a 1x1 conv: the converter reshapes).
+layers computed as 1x1 convolutions); the focal levels run on channels-first views of that memory.
+Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps every linear layer as a 1x1 conv
+weight: the converter reshapes).
 """
 from types import MappingProxyType
 from typing import List, Mapping, Optional, Sequence, Tuple, Union

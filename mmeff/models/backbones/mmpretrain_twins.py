@@ -4,9 +4,9 @@ they are: Swin, Swin V2, XCiT, MLP-Mixer and ResNet.
 mmeff does not re-implement these models: the configs build MMPretrain's ``SwinTransformer``, ``MlpMixer``
 and ``XCiT`` (as ``LeanSwinTransformer``, ``LeanMlpMixer`` and ``LeanXCiT``: the same models without per-call
 overheads, see ``mmpretrain_lean.py``), ``SwinTransformerV2`` (as ``SwinTransformerV2Strict``, see
-``swin_v2.py``) and ``ResNet``. This module maps timm's weights onto them (renames, plus the one layout difference: the channel
-order of Swin's 2x2 patch merging) and registers each config with the timm model it equals, for
-``tests/test_timm_twins.py``.
+``swin_v2.py``) and ``ResNet``. This module maps timm's weights onto them (renames, plus the one layout
+difference: the channel order of Swin's 2x2 patch merging) and registers each config with the timm model it
+equals, for ``tests/test_timm_twins.py``.
 
 - Swin: Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",
   https://arxiv.org/abs/2103.14030
