@@ -1,10 +1,11 @@
-"""FocalNet (arXiv 2203.11926): shapes, strides, training step, sizes distinct per variant, input checks."""
+"""FocalNet (arXiv 2203.11926): shapes, strides, training step, sizes distinct per variant, input checks,
+its projections as 1x1 convolutions."""
 import pytest
 
 import mmeff.models  # noqa: F401  (registers the modules)
 import torch
 from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
-from mmeff.models.backbones.focalnet import FocalNet
+from mmeff.models.backbones.focalnet import FocalNet, MapLinear
 
 VARIANTS = [('tiny', 2), pytest.param('tiny', 3, marks=pytest.mark.slow),
             pytest.param('small', 2, marks=pytest.mark.slow), pytest.param('small', 3, marks=pytest.mark.slow),
@@ -46,3 +47,24 @@ def test_invalid_input_size_is_explained():
 def test_unknown_arch_lists_valid_ones():
     with pytest.raises(KeyError, match='tiny, small, base'):
         FocalNet('large')
+
+
+def test_map_linear_is_a_linear_layer():
+    """Same state dict as nn.Linear; the same outputs and gradients on a channels-last map (a strided one too)."""
+    torch.manual_seed(0)
+    linear, mapped = torch.nn.Linear(24, 40), MapLinear(24, 40)
+    mapped.load_state_dict(linear.state_dict(), strict=True)
+    for x in (torch.randn(2, 7, 9, 24), torch.randn(2, 7, 9, 30)[..., 3:27]):
+        outs, grads = [], []
+        for layer in (linear, mapped):
+            layer.zero_grad()
+            x_in = x.clone().requires_grad_()
+            out = layer(x_in)
+            out.pow(2).sum().backward()
+            outs.append(out)
+            grads.append([x_in.grad, layer.weight.grad, layer.bias.grad])
+        assert outs[1].shape == (2, 7, 9, 40)
+        pairs = [(outs[0], outs[1]), *zip(*grads)]
+        diff = max(((a - b).abs().max() / a.abs().max()).item() for a, b in pairs)
+        print(f'MapLinear vs nn.Linear: max |diff| / max |value| (outputs, gradients) {diff:.1e}')
+        assert diff <= 1e-5
