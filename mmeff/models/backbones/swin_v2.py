@@ -12,15 +12,15 @@ from mmpretrain.models.backbones import SwinTransformerV2
 from mmpretrain.models.utils import WindowMSAV2
 
 from mmeff.registry import register_backbone
-from .mmpretrain_lean import make_lean
+from .mmpretrain_lean import LeanOnInit
 
 RECOMPUTED_TABLES = ('relative_coords_table', 'relative_position_index')
 
 
 @register_backbone
-class SwinTransformerV2Strict(SwinTransformerV2):
+class SwinTransformerV2Strict(LeanOnInit, SwinTransformerV2):
     """MMPretrain's ``SwinTransformerV2`` (same arguments, same weights) whose fixed position tables are
-    non-persistent buffers, so that its state dict loads strictly."""
+    non-persistent buffers, so that its state dict loads strictly; made lean like the other MMPretrain models."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -30,9 +30,3 @@ class SwinTransformerV2Strict(SwinTransformerV2):
                     table = getattr(module, name)
                     delattr(module, name)
                     module.register_buffer(name, table, persistent=False)
-        make_lean(self)
-
-    def train(self, mode: bool = True):
-        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
-        super().train(mode)
-        return self
