@@ -11,6 +11,14 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED = Path(os.environ.get('MMEFF_SHARED', osp.join(osp.dirname(REPO), 'shared')))
 RTDETR_KEYS_DIR = SHARED / 'reference' / 'rtdetr_official_keys'
 
+DET_DEMO = 'configs/demo/rtmdet_tiny_demo.py'
+CLS_DEMO = 'configs/demo/resnet18_demo.py'
+# a few images, no workers, seeded: short reproducible runs of the demo configs
+SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8',
+         'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
+         'test_dataloader.persistent_workers=False', 'randomness.seed=0', 'randomness.deterministic=True']
+
 
 def run_tool(*args, timeout=900, env=None, check=True):
     """Run ``python <args>`` from the repo root, as a user would; returns the CompletedProcess."""
@@ -22,6 +30,24 @@ def run_tool(*args, timeout=900, env=None, check=True):
         raise AssertionError(f'{args} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
                              f'--- stderr\n{proc.stderr[-6000:]}')
     return proc
+
+
+def train_demo(config, work_dir, epochs, *extra, **kwargs):
+    """``tools/train.py`` on a demo config for ``epochs`` epochs of 16 images (validation at the end)."""
+    return run_tool('tools/train.py', config, '--work-dir', str(work_dir), *extra, '--cfg-options', *SMALL,
+                    f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}', **kwargs)
+
+
+@pytest.fixture(scope='session')
+def trained_demos(tmp_path_factory):
+    """One-epoch checkpoints of the demo detector and classifier, written by ``tools/train.py``:
+    ``{'det': (config, checkpoint, train log), 'cls': (...)}``."""
+    trained = {}
+    for task, config in (('det', DET_DEMO), ('cls', CLS_DEMO)):
+        work_dir = tmp_path_factory.mktemp(f'trained_{task}')
+        proc = train_demo(config, work_dir, 1)
+        trained[task] = (osp.join(REPO, config), str(work_dir / 'epoch_1.pth'), proc.stdout + proc.stderr)
+    return trained
 
 
 @pytest.fixture(scope='session')

@@ -74,8 +74,8 @@ def test_cli_writes_json_csv_and_pareto_plots(configs, tmp_path):
                    '--metrics', 'params', 'flops', 'latency', 'throughput', 'train', '--batch-sizes', '1', '2',
                    '--warmup', '1', '--repeats', '2', '--train-batch-size', '2', '--dataset-size', '7',
                    '--out', str(tmp_path / 'r.json'), str(tmp_path / 'r.csv'), '--accuracy', str(accuracy),
-                   '--plot-dir', str(tmp_path / 'plots'))
-    assert proc.returncode == 0, proc.stderr
+                   '--plot-dir', str(tmp_path / 'plots'), '--keep-going')
+    assert proc.returncode == 0, proc.stderr  # a failed model, but --keep-going
     assert 'tiny_cls' in proc.stdout and 'tiny_det' in proc.stdout
 
     results = {r['name']: r for r in json.loads((tmp_path / 'r.json').read_text())}
@@ -111,6 +111,14 @@ def test_cli_writes_json_csv_and_pareto_plots(configs, tmp_path):
     correlation = json.loads((tmp_path / 'plots' / 'correlations.json').read_text())
     assert correlation['pearson']['GMACs']['GFLOPs'] == pytest.approx(1.0) or math.isnan(
         correlation['pearson']['GMACs']['GFLOPs'])  # two models: fewer than 3 points give NaN
+
+
+def test_cli_exits_non_zero_when_a_model_fails(configs, tmp_path):
+    proc = run_cli(configs['tiny_cls'], configs['broken'], '--metrics', 'params', '--out', str(tmp_path / 'r.json'))
+    assert proc.returncode == 1
+    assert '1 of 2 benchmark runs failed' in proc.stderr and 'broken failed: build:' in proc.stderr
+    assert 'NoSuchDetector' in proc.stderr and 'tiny_cls' in proc.stdout  # reported, and the others still ran
+    assert {r['name'] for r in json.loads((tmp_path / 'r.json').read_text())} == {'tiny_cls', 'broken'}
 
 
 def test_cli_refuses_unavailable_backend(configs):

@@ -58,6 +58,7 @@ GOOD = dict(images=[dict(id=1, file_name='a.jpg', width=8, height=8)],
 
 def test_good_custom_dataset_passes(tmp_path):
     _write(tmp_path / 'ann.json', GOOD)
+    (tmp_path / 'a.jpg').write_bytes(b'')
     check_data_config(_coco_cfg(tmp_path, classes=('cat', 'dog')))
 
 
@@ -90,3 +91,94 @@ def test_class_names_and_num_classes_mismatch(tmp_path):
                        val_dataloader=dict(dataset=dict(type='DemoCocoDataset', split='val'))))
     with pytest.raises(DataConfigError, match='num_classes=80 .* 4 classes'):
         check_data_config(demo)
+
+
+# The example of the reliability issue: the file lists triangle (id 7), circle (id 1), square (id 3).
+SHUFFLED = [dict(id=7, name='triangle'), dict(id=1, name='circle'), dict(id=3, name='square')]
+
+
+def _shapes_file(tmp_path, categories):
+    """One image with one box of every category; the image file exists."""
+    (tmp_path / 'a.jpg').write_bytes(b'')
+    annotations = [dict(id=i + 1, image_id=1, category_id=c['id'], bbox=[4 * i, 0, 4, 4], area=16, iscrowd=0)
+                   for i, c in enumerate(categories)]
+    _write(tmp_path / 'ann.json', dict(images=[dict(id=1, file_name='a.jpg', width=64, height=64)],
+                                       annotations=annotations, categories=categories))
+
+
+def _labels_named(tmp_path, classes):
+    """What mmdet's CocoDataset makes of the file: the configured name of each box's label, next
+    to the category name the file gives the box."""
+    from mmdet.datasets import CocoDataset
+    dataset = CocoDataset(data_root=str(tmp_path), ann_file='ann.json', data_prefix=dict(img=''),
+                          metainfo=dict(classes=classes), pipeline=[], filter_cfg=None)
+    names = {c['id']: c['name'] for c in json.loads((tmp_path / 'ann.json').read_text())['categories']}
+    coco = json.loads((tmp_path / 'ann.json').read_text())
+    by_box = {tuple(a['bbox']): names[a['category_id']] for a in coco['annotations']}
+    return [(classes[inst['bbox_label']], by_box[(inst['bbox'][0], inst['bbox'][1], inst['bbox'][2] - inst['bbox'][0],
+                                                   inst['bbox'][3] - inst['bbox'][1])])
+            for inst in dataset.get_data_info(0)['instances']]
+
+
+@pytest.mark.parametrize('categories, classes, accepted', [
+    (SHUFFLED, ('circle', 'square', 'triangle'), False),  # sorted names, file in another order
+    (SHUFFLED, ('triangle', 'circle', 'square'), True),  # the file's order
+    (SHUFFLED, ('circle', 'triangle'), False),  # a subset, out of the file's order
+    (SHUFFLED, ('triangle', 'square'), True),  # a subset in the file's order
+    ([dict(id=2, name='dog'), dict(id=40, name='cat'), dict(id=9, name='bird')], ('dog', 'cat', 'bird'), True),  # gaps
+    ([dict(id=2, name='dog'), dict(id=40, name='cat'), dict(id=9, name='bird')], ('bird', 'cat', 'dog'), False),
+])
+def test_class_order_is_checked_against_the_labels_mmdet_gives(tmp_path, categories, classes, accepted):
+    """The check accepts exactly the configs under which every box carries its own name."""
+    _shapes_file(tmp_path, categories)
+    pairs = _labels_named(tmp_path, classes)
+    assert all(named == true for named, true in pairs) == accepted, pairs
+    cfg = _coco_cfg(tmp_path, classes=classes, num_classes=len(classes))
+    if accepted:
+        check_data_config(cfg)
+    else:
+        with pytest.raises(DataConfigError, match=r"but .* lists them as \(.*Fix: `metainfo=dict\(classes=") as e:
+            check_data_config(cfg)
+        print(e.value)
+
+
+def test_repeated_category_names_are_refused(tmp_path):
+    _shapes_file(tmp_path, [dict(id=1, name='cat'), dict(id=2, name='cat')])
+    with pytest.raises(DataConfigError, match=r"categories \['cat'\] more than once"):
+        check_data_config(_coco_cfg(tmp_path, classes=('cat', ), num_classes=1))
+
+
+def test_missing_images_are_named_before_the_run(tmp_path, monkeypatch):
+    images = [dict(id=i, file_name=f'{i}.jpg', width=8, height=8) for i in range(1, 6)]
+    for image in images[:3]:
+        (tmp_path / image['file_name']).write_bytes(b'')
+    _write(tmp_path / 'ann.json', dict(GOOD, images=images))
+    with pytest.raises(DataConfigError, match=r"2 of the 5 images listed in .* missing under .*\['4.jpg', '5.jpg'\]"):
+        check_data_config(_coco_cfg(tmp_path, classes=('cat', 'dog')))
+    import mmeff.datasets.checks as checks
+    monkeypatch.setattr(checks, 'ALL_FILES_UP_TO', 2)  # a large set: an evenly spread sample is checked
+    monkeypatch.setattr(checks, 'FILE_SAMPLE', 2)
+    with pytest.raises(DataConfigError, match=r"1 of the 3 checked images .*\['5.jpg'\]"):
+        check_data_config(_coco_cfg(tmp_path, classes=('cat', 'dog')))
+
+
+def _folders_cfg(root, classes, ann_file=None):
+    dataset = dict(type='CustomDataset', data_root=str(root), data_prefix='', metainfo=dict(classes=classes))
+    if ann_file:
+        dataset['ann_file'] = ann_file
+    return Config(dict(default_scope='mmpretrain', model=dict(head=dict(num_classes=len(classes))),
+                       train_dataloader=dict(dataset=dataset)))
+
+
+def test_classification_folders_and_lists(tmp_path):
+    """mmpretrain numbers class folders in sorted order: configured names must agree with it."""
+    for name in ('cat', 'dog'):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / '0.png').write_bytes(b'')
+    check_data_config(_folders_cfg(tmp_path, ('cat', 'dog')))
+    with pytest.raises(DataConfigError, match=r"numbered in sorted order \('cat', 'dog'\).*\['dog', 'cat'\]"):
+        check_data_config(_folders_cfg(tmp_path, ('dog', 'cat')))
+    # an annotation list gives each image its label: the order is the user's; the files must exist
+    (tmp_path / 'list.txt').write_text('dog/0.png 0\ncat/0.png 1\ncat/1.png 1\n')
+    with pytest.raises(DataConfigError, match=r"1 of the 3 images .*\['cat/1.png'\]"):
+        check_data_config(_folders_cfg(tmp_path, ('dog', 'cat'), 'list.txt'))

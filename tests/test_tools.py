@@ -1,77 +1,115 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh as a user runs them, on the demo data."""
+import os
 import os.path as osp
 import pickle
 
-import pytest
 import torch
-from conftest import REPO, run_tool
+from mmengine.config import Config
+from conftest import CLS_DEMO, DET_DEMO, REPO, SMALL, run_tool, train_demo
 
-DET_DEMO = 'configs/demo/rtmdet_tiny_demo.py'
-CLS_DEMO = 'configs/demo/resnet18_demo.py'
-# a few images and no random augmentation, so that runs are short and reproducible
-SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8',
-         'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
-         'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
-         'test_dataloader.persistent_workers=False', 'randomness.seed=0', 'randomness.deterministic=True']
+import mmeff  # noqa: F401  (mmengine's checkpoint types allow-listed for torch.load)
+from mmeff.engine.checkpoint import partial_path
+
+RTDETR_DEMO = 'configs/demo/rtdetr_r18_demo.py'
 
 
-def _config(tmp_path, base, body):
+def _config(tmp_path, base, body, name='derived_config.py'):
     """A config file that `_base_`s on a repo config and overrides what the command line can't."""
-    path = tmp_path / 'derived_config.py'
+    path = tmp_path / name
     path.write_text(f'_base_ = [{osp.join(REPO, base)!r}]\n{body}')
     return str(path)
 
 
-def _train(config, work_dir, epochs, *extra):
-    return run_tool('tools/train.py', config, '--work-dir', str(work_dir), *extra, '--cfg-options', *SMALL,
-                    f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}')
+def _load(path):
+    return torch.load(path, map_location='cpu')  # weights_only, as torch's default
 
 
-def _final_state(work_dir, epoch):
-    return torch.load(osp.join(work_dir, f'epoch_{epoch}.pth'), map_location='cpu', weights_only=False)
-
-
-def test_detector_trains_and_evaluates(tmp_path):
-    proc = _train(DET_DEMO, tmp_path, 1)
-    log = proc.stdout + proc.stderr
+def test_detector_trains_and_evaluates(trained_demos, tmp_path):
+    config, checkpoint, log = trained_demos['det']
     assert 'coco/bbox_mAP' in log, log[-3000:]
-    assert osp.isfile(tmp_path / 'epoch_1.pth')
     out = tmp_path / 'preds.pkl'
-    run_tool('tools/test.py', DET_DEMO, str(tmp_path / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
-             '--out', str(out), '--cfg-options', *SMALL)
+    run_tool('tools/test.py', config, checkpoint, '--work-dir', str(tmp_path / 'test'), '--out', str(out),
+             '--cfg-options', *SMALL)
     preds = pickle.load(open(out, 'rb'))
     assert len(preds) == 8 and 'pred_instances' in preds[0]
 
 
-def test_classifier_trains_and_evaluates(tmp_path):
-    proc = _train(CLS_DEMO, tmp_path, 1)
-    assert 'accuracy/top1' in proc.stdout + proc.stderr
+def test_classifier_trains_and_evaluates(trained_demos):
+    assert 'accuracy/top1' in trained_demos['cls'][2]
 
 
-def test_resume_reproduces_uninterrupted_training(tmp_path):
-    """2 epochs straight == 1 epoch, then --resume for the second: same weights, optimizer and lr.
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(((a[k].double() - b[k].double()).abs().max().item() if a[k].numel() else 0.0) for k in a)
 
-    Without random augmentation: mmengine does not checkpoint the augmentation RNG streams.
-    """
-    config = _config(tmp_path, DET_DEMO, "train_dataloader = dict(dataset=dict(pipeline=[dict(type='LoadImageFromFile'), "
-                     "dict(type='LoadAnnotations', with_bbox=True), dict(type='Resize', scale=(256, 256), keep_ratio=False), "
-                     "dict(type='PackDetInputs')]))")
+
+def test_kill_and_resume_equals_the_uninterrupted_run(tmp_path):
+    """RT-DETR demo, its random augmentation, multi-scale batches, denoising, EMA and 2 persistent
+    workers: 3 epochs straight == killed (SIGKILL) in epoch 3, then ``--resume``; bit for bit."""
+    hooks = Config.fromfile(osp.join(REPO, RTDETR_DEMO)).to_dict()['custom_hooks']
+    killing = _config(tmp_path, RTDETR_DEMO, f"custom_hooks = {hooks + [dict(type='KillAtIterHook', iter=5)]!r}\n"
+                      "custom_imports = dict(imports=['mmeff', 'helpers.faults'], allow_failed_imports=False)", 'killing.py')
+    options = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8', 'randomness.seed=0',
+               'randomness.deterministic=True', 'train_cfg.max_epochs=3', 'train_cfg.val_interval=1',
+               'default_hooks.checkpoint.interval=1',  # 2 iterations an epoch, validation between epochs
+               'model.data_preprocessor.batch_augments.0.sizes=(192,224,288)']  # never the input's 256
     straight, split = tmp_path / 'straight', tmp_path / 'split'
-    _train(config, straight, 2)
-    _train(config, split, 1)
-    proc = _train(config, split, 2, '--resume')
-    assert 'resumed epoch: 1' in (proc.stdout + proc.stderr).replace('Resumed', 'resumed').lower()
-    a, b = _final_state(straight, 2), _final_state(split, 2)
-    assert a['meta']['iter'] == b['meta']['iter'] == 4
-    diffs = {k: (a['state_dict'][k].float() - b['state_dict'][k].float()).abs().max().item() for k in a['state_dict']}
-    print('max abs weight diff after resume:', max(diffs.values()))
-    assert max(diffs.values()) < 1e-6
+    run_tool('tools/train.py', RTDETR_DEMO, '--work-dir', str(straight), '--cfg-options', *options)
+    killed = run_tool('tools/train.py', killing, '--work-dir', str(split), '--cfg-options', *options, check=False)
+    assert killed.returncode == -9 and not osp.exists(split / 'epoch_3.pth')
+    proc = run_tool('tools/train.py', RTDETR_DEMO, '--work-dir', str(split), '--resume', '--cfg-options', *options)
+    assert 'resumed epoch: 2, iter: 4' in proc.stdout + proc.stderr
+
+    a, b = _load(straight / 'epoch_3.pth'), _load(split / 'epoch_3.pth')
+    assert a['meta']['iter'] == b['meta']['iter'] == 6
+    diffs = dict(weights=_max_diff(a['state_dict'], b['state_dict']),  # with BN statistics
+                 ema=_max_diff(a['ema_state_dict'], b['ema_state_dict']))
     state_a, state_b = a['optimizer']['state'], b['optimizer']['state']
     assert state_a.keys() == state_b.keys()
-    for key in state_a:
-        assert torch.allclose(state_a[key]['exp_avg'], state_b[key]['exp_avg'], atol=1e-7)
-        assert state_a[key]['step'] == state_b[key]['step']
+    for moment in ('exp_avg', 'exp_avg_sq'):
+        diffs[moment] = max((state_a[k][moment] - state_b[k][moment]).abs().max().item() for k in state_a)
+    print('max abs diff, uninterrupted vs. killed + resumed:', diffs)
+    assert all(diff == 0 for diff in diffs.values()), diffs
+    assert all(state_a[k]['step'] == state_b[k]['step'] for k in state_a)
     assert a['param_schedulers'] == b['param_schedulers']
+
+
+def _checkpointing(epochs, keep):
+    return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}', 'default_hooks.checkpoint.interval=1',
+            f'default_hooks.checkpoint.max_keep_ckpts={keep}']
+
+
+def test_kill_during_a_save_leaves_the_last_checkpoint_intact(tmp_path):
+    """SIGKILL half-way through writing epoch 2's checkpoint, with max_keep_ckpts=1: epoch 1's is
+    still there and named by last_checkpoint, and auto-resume continues from it."""
+    killing = _config(tmp_path, CLS_DEMO, "custom_hooks = [dict(type='KillDuringSaveHook', epoch=2)]\n"
+                      "custom_imports = dict(imports=['mmeff', 'helpers.faults'], allow_failed_imports=False)")
+    work_dir = tmp_path / 'work'
+    options = [*SMALL, *_checkpointing(2, keep=1)]
+    killed = run_tool('tools/train.py', killing, '--work-dir', str(work_dir), '--cfg-options', *options, check=False)
+    assert killed.returncode == -9
+    assert osp.getsize(partial_path(str(work_dir / 'epoch_2.pth'))) > 0  # the half-written file, under another name
+    assert not osp.exists(work_dir / 'epoch_2.pth')
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'epoch_1.pth')
+    assert _load(work_dir / 'epoch_1.pth')['meta']['epoch'] == 1
+
+    proc = run_tool('tools/train.py', CLS_DEMO, '--work-dir', str(work_dir), '--resume', '--cfg-options', *options)
+    assert 'resumed epoch: 1' in proc.stdout + proc.stderr
+    assert _load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2
+    assert not osp.exists(work_dir / 'epoch_1.pth')  # outdated, removed once epoch 2's was saved
+    assert not osp.exists(partial_path(str(work_dir / 'epoch_2.pth')))
+
+
+def test_auto_resume_skips_a_truncated_checkpoint(tmp_path):
+    train_demo(CLS_DEMO, tmp_path, 2, '--cfg-options', *_checkpointing(2, keep=2))
+    newest = tmp_path / 'epoch_2.pth'
+    with open(newest, 'r+b') as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    proc = run_tool('tools/train.py', CLS_DEMO, '--work-dir', str(tmp_path), '--resume', '--cfg-options', *SMALL,
+                    *_checkpointing(3, keep=2))
+    log = proc.stdout + proc.stderr
+    assert f'skipping checkpoint {newest}: it does not load' in log and 'resumed epoch: 1' in log
+    assert _load(tmp_path / 'epoch_3.pth')['meta']['epoch'] == 3
 
 
 def test_two_process_distributed_run(tmp_path, repo):

@@ -7,9 +7,10 @@
         [--train-batch-size 8] [--dataset-size 1281167] [--warmup 5] [--repeats 20]
         [--sweep model.test_cfg.eval_idx=0,1,2] [--cfg-options k=v ...]
         [--out results.json results.csv] [--accuracy acc.csv] [--plot-dir DIR]
-        [--end2end] [--score-thrs 0.001 0.05] [--iou-thrs 0.5 0.7] [--num-images 50]
+        [--end2end] [--score-thrs 0.001 0.05] [--iou-thrs 0.5 0.7] [--num-images 50] [--keep-going]
 
-Prints one row per config; a model that fails is reported with its reason and the others go on.
+Prints one row per config; a model (or one of its metrics) that fails is reported with its reason
+and the others go on; the exit status is then 1, unless --keep-going.
 """
 import argparse
 import glob
@@ -60,6 +61,8 @@ def parse_args():
     parser.add_argument('--checkpoint', help='--end2end: weights (random weights keep few boxes)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load a --checkpoint that holds arbitrary pickled objects (only from a trusted source)')
+    parser.add_argument('--keep-going', action='store_true',
+                        help='exit 0 even when a model or metric failed (failures are still reported)')
     return parser.parse_args()
 
 
@@ -124,6 +127,12 @@ def main():
         if not analysis['pareto']:
             logger.warning('no accuracy given (--accuracy): correlations only, no Pareto fronts')
         logger.info(f'plots and tables in {args.plot_dir}')
+    failed = {result['name']: result['errors'] for result in results if result['errors']}
+    if failed:
+        for name, errors in failed.items():
+            logger.error(f'{name} failed: ' + '; '.join(f'{metric}: {reason}' for metric, reason in errors.items()))
+        if not args.keep_going:
+            raise SystemExit(f'{len(failed)} of {len(results)} benchmark runs failed (above); --keep-going to exit 0')
 
 
 if __name__ == '__main__':

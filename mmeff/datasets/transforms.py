@@ -19,6 +19,9 @@ from mmeff.registry import DET_MODELS
 
 # The official list: 480..800 in steps of 32, with 640 three times (it is the test size).
 RTDETR_TRAIN_SIZES = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
+# Message-hub key of the side drawn for the next batch (checkpointed with the hub, so a resumed run
+# uses the size the interrupted run drew).
+NEXT_SIZE_KEY = 'BatchSyncChoiceResize.next_size'
 
 
 @DET_MODELS.register_module()
@@ -30,7 +33,8 @@ class BatchSyncChoiceResize(BatchSyncRandomResize):
     draws uniformly from a range; RT-DETR draws from an explicit list that weights 640 three
     times, so this subclass only replaces the draw (rank 0 draws, then broadcasts, as mmdet's).
     The drawn side is the height; the width keeps the batch's aspect ratio (square inputs stay
-    square, as in RT-DETR).
+    square, as in RT-DETR). As mmdet's, each batch is resized to the size drawn after the previous
+    one; that size is kept in the message hub, so it survives a checkpoint and resume is exact.
 
     Args:
         sizes (Sequence[int]): Sides to draw from, with repetitions as weights. Defaults to
@@ -53,10 +57,14 @@ class BatchSyncChoiceResize(BatchSyncRandomResize):
 
     def forward(self, inputs: Tensor,
                 data_samples: List[DetDataSample]) -> Tuple[Tensor, List[DetDataSample]]:
-        epoch = MessageHub.get_current_instance().get_info('epoch', 0)
-        if self.stop_epoch is not None and epoch >= self.stop_epoch:
+        message_hub = MessageHub.get_current_instance()
+        if self.stop_epoch is not None and message_hub.get_info('epoch', 0) >= self.stop_epoch:
             return inputs, data_samples
-        return super().forward(inputs, data_samples)
+        if self._input_size is None:  # the first batch of this process, maybe of a resumed run
+            self._input_size = message_hub.get_info(NEXT_SIZE_KEY)
+        inputs, data_samples = super().forward(inputs, data_samples)
+        message_hub.update_info(NEXT_SIZE_KEY, self._input_size)
+        return inputs, data_samples
 
     def _get_random_size(self, aspect_ratio: float, device: torch.device) -> Tuple[int, int]:
         """Rank 0 draws a side from ``sizes``; every rank receives it."""

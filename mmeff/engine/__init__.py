@@ -1,5 +1,9 @@
-from .checkpoint import UnsafeCheckpointError, checkpoint_loading
+from .checkpoint import SafeCheckpointHook, UnsafeCheckpointError, checkpoint_loading, newest_intact_checkpoint
 from .runner import MMEffRunner
 from .optimizers import NoDecayNormBiasConstructor
+from .randomness import RandomStateHook, SampleSeededSampler
 
-__all__ = ['MMEffRunner', 'NoDecayNormBiasConstructor', 'UnsafeCheckpointError', 'checkpoint_loading']
+__all__ = [
+    'MMEffRunner', 'NoDecayNormBiasConstructor', 'RandomStateHook', 'SafeCheckpointHook', 'SampleSeededSampler',
+    'UnsafeCheckpointError', 'checkpoint_loading', 'newest_intact_checkpoint'
+]

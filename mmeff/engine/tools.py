@@ -52,4 +52,5 @@ def finish_distributed() -> None:
     shutdown can abort the process after a successful run ("terminate called without an active
     exception")."""
     if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()  # no rank tears its connections down while another is still in a collective
         torch_dist.destroy_process_group()
