@@ -15,9 +15,6 @@ from mmeff.models.detectors.rtdetr_official import (UnmappedKeysError, compare_w
                                                     extract_state_dict)
 from mmeff.registry import DET_MODELS
 
-pytestmark = pytest.mark.skipif(not RTDETR_KEYS_DIR.is_dir(),
-                                reason=f'official key lists not found in {RTDETR_KEYS_DIR}')
-
 R50_MODEL = dict(
     type='RTDETR', num_queries=300, feat_channels=(256, 256, 256),
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[0, 0, 0], std=[255, 255, 255],

@@ -219,7 +219,6 @@ def _numel(layout: set) -> int:
     return sum(torch.Size(shape).numel() for _, shape in layout)
 
 
-@pytest.mark.skipif(not RTDETR_KEYS_DIR.is_dir(), reason=f'official key lists not found in {RTDETR_KEYS_DIR}')
 @pytest.mark.parametrize('name', sorted(OFFICIAL_MODELS))
 def test_official_checkpoint_layout(name):
     """Every official backbone/encoder key maps to an entry of the same shape, and nothing else

@@ -1,5 +1,5 @@
 """RT-DETR learns on the demo shapes, and custom-dataset mistakes and edge cases are handled:
-every loss term falls, mAP rises on held-out images, num_classes mismatches stop the start-up,
+every loss term falls, the demo reaches its mAP on held-out images, num_classes mismatches stop the start-up,
 box-free images and ranks train, non-square test images come back in original coordinates."""
 import json
 import os
@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 from mmcv.transforms import Compose
+from mmdet.structures.bbox import bbox_overlaps
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 import mmeff  # noqa: F401  (registers the modules)
-from conftest import REPO, run_tool
+from conftest import REPO, run_tool, run_tool_cmd
 from mmeff.datasets import DemoCocoDataset, ensure_demo_coco
 from mmeff.registry import DET_MODELS
 
@@ -73,14 +74,16 @@ def _demo_indices(with_boxes: int, without_boxes: int, split='train'):
 
 
 def test_loss_terms_fall_when_overfitting(one_thread):
-    """Overfit 6 demo images (one of them without boxes) for 60 steps: the mean of the last 5
-    steps is below the mean of the first 5 for every L1 and GIoU term (every decoder layer, the
-    encoder top-K, the denoising groups) and for the denoising VFL terms.
+    """Overfit 6 demo images (one of them without boxes) for 60 steps: every L1 and GIoU term of
+    the matched queries (every decoder layer, the encoder top-K) falls to half or less, the
+    denoising terms fall too (more slowly: their queries start from noised ground truth), and the
+    matched queries predict the right classes.
 
     The VFL terms of the matched queries (``loss_cls``, ``d*.loss_cls``, ``enc_loss_cls``) are
     expected to rise at first: their target is the IoU of the predicted box, ~0 for random boxes
     (a small loss) and growing as the boxes improve. For them the test checks that the scores
-    follow the IoUs: the loss at the end is below the loss of always predicting p = 0.5.
+    follow the IoUs: the loss at the end is below the loss of always predicting p = 0.5, and the
+    best-scoring prediction on each ground-truth box has its class.
     """
     torch.manual_seed(0)
     cfg = tiny_cfg()
@@ -100,16 +103,37 @@ def test_loss_terms_fall_when_overfitting(one_thread):
     first = {k: np.mean([h[k] for h in history[:5]]) for k in terms}
     last = {k: np.mean([h[k] for h in history[-5:]]) for k in terms}
     for k in terms:
-        print(f'{k:20s} {first[k]:.4f} -> {last[k]:.4f}')
+        print(f'{k:20s} {first[k]:.4f} -> {last[k]:.4f} ({last[k] / first[k]:.2f}x)')
     prefixes = {re.sub(r'loss_(cls|bbox|iou)$', '', k) for k in terms}
     assert prefixes >= {'', 'd0.', 'd1.', 'enc_', 'dn_', 'd0.dn_', 'd1.dn_'}, prefixes
     assert all(k.endswith(('loss_cls', 'loss_bbox', 'loss_iou')) for k in terms)
-    matched_vfl = [k for k in terms if k.endswith('loss_cls') and 'dn_' not in k]
-    rising = [k for k in terms if k not in matched_vfl and last[k] >= first[k]]
-    assert not rising, f'loss terms that did not fall: {rising}'
+    # measured here: matched L1/GIoU 0.08-0.22x, denoising L1/GIoU 0.84-0.95x, denoising VFL 0.47-0.66x
+    bounds = {k: (0.98 if 'dn_' in k else 0.5) if k.endswith(('loss_bbox', 'loss_iou')) else 0.8
+              for k in terms if 'dn_' in k or not k.endswith('loss_cls')}
+    too_slow = {k: round(last[k] / first[k], 2) for k, bound in bounds.items() if last[k] > bound * first[k]}
+    assert not too_slow, f'loss terms that did not fall enough (last / first): {too_slow}'
     # VFL at p = 0.5 for every query and class: at least 0.75 * 0.25 * log(2) per negative entry,
     # normalized by the number of GT boxes (~2.6 per image here) it is far above 1.
+    matched_vfl = [k for k in terms if k.endswith('loss_cls') and 'dn_' not in k]
     assert all(last[k] < 1.0 for k in matched_vfl), {k: last[k] for k in matched_vfl}
+
+    model.eval()
+    with torch.no_grad():  # boxes in the network's input frame, as the ground truth after Resize
+        batch = model.data_preprocessor(data, False)
+        predictions = model.predict(batch['inputs'], batch['data_samples'], rescale=False)
+    hits = total = 0
+    for sample in predictions:
+        gt, pred = sample.gt_instances, sample.pred_instances
+        if len(gt) == 0:
+            continue
+        overlaps = bbox_overlaps(gt.bboxes, pred.bboxes)  # (num_gt, num_pred)
+        for i in range(len(gt)):
+            on_box = (overlaps[i] > 0.5).nonzero().flatten()
+            total += 1
+            hits += bool(len(on_box)) and int(pred.labels[on_box[pred.scores[on_box].argmax()]]) == int(gt.labels[i])
+    print(f'ground-truth boxes whose best-scoring prediction (IoU > 0.5) has their class: {hits} / {total}')
+    assert total >= 10 and hits >= 0.8 * total
+
 
 def test_a_batch_without_any_box_trains(one_thread):
     torch.manual_seed(0)
@@ -222,11 +246,14 @@ def _maps(log: str):
 
 
 @pytest.mark.slow
-def test_map_rises_on_held_out_images(tmp_path):
-    """The demo config (8 epochs), evaluated on the demo val split after epochs 4 and 8."""
-    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path), '--cfg-options',
-                    'train_cfg.val_interval=4', 'randomness.seed=0', timeout=1800,
-                    env=dict(OMP_NUM_THREADS='1'))
-    maps = _maps(proc.stdout + proc.stderr)
-    print('mAP after epochs 4 and 8:', maps)
-    assert len(maps) == 2 and maps[1] > maps[0] and maps[1] > 0.01
+def test_demo_script_learns_and_reports(tmp_path):
+    """The README's main job, ``bash tools/demo.sh``, as a user runs it: RT-DETR-R18-demo trains from
+    scratch for 8 epochs, its held-out COCO mAP clears a bar near what the recipe reaches (0.35-0.42
+    over five runs; CPU training is not bit-reproducible), and the efficiency table is printed."""
+    proc = run_tool_cmd(['bash', 'tools/demo.sh'], env=dict(WORK_DIR=str(tmp_path)), timeout=2400)
+    log = proc.stdout + proc.stderr
+    maps = _maps(log)
+    print('mAP after training (validation) and of tools/test.py:', maps)
+    assert len(maps) == 2 and min(maps) >= 0.25
+    table = proc.stdout[proc.stdout.rindex('rtdetr_r18_demo') - 2000:]
+    assert 'params' in table and 'GFLOPs' in table and 'latency' in table

@@ -2,10 +2,13 @@
 import os
 import os.path as osp
 import pickle
+import re
+import sys
 
+import pytest
 import torch
 from mmengine.config import Config
-from conftest import CLS_DEMO, DET_DEMO, REPO, SMALL, run_tool, train_demo
+from conftest import CLS_DEMO, DET_DEMO, REPO, SMALL, run_tool, run_tool_cmd, train_demo
 
 import mmeff  # noqa: F401  (mmengine's checkpoint types allow-listed for torch.load)
 from mmeff.engine.checkpoint import partial_path
@@ -112,17 +115,38 @@ def test_auto_resume_skips_a_truncated_checkpoint(tmp_path):
     assert _load(tmp_path / 'epoch_3.pth')['meta']['epoch'] == 3
 
 
-def test_two_process_distributed_run(tmp_path, repo):
-    """Two CPU processes (gloo) through torchrun + mmengine's launcher; both ranks must finish."""
+def _dist(script, *args):
+    """``bash tools/<script> ...`` as a user runs it, with this interpreter."""
+    return run_tool_cmd(['bash', f'tools/{script}', *args], env=dict(PYTHON=sys.executable, PORT='29531'))
+
+
+def test_two_process_distributed_training_and_testing(trained_demos, tmp_path):
+    """tools/dist_train.sh with 2 CPU processes (gloo): both ranks finish, their parameters are equal
+    at the end and differ from the start (the gradients are all-reduced: each rank saw other images);
+    tools/dist_test.sh collects every image's prediction and the metric of a one-process test."""
     config = _config(tmp_path, DET_DEMO, "custom_imports = dict(imports=['mmeff', 'helpers.rank_marker'])\n"
                      "custom_hooks = [dict(type='RankMarkerHook')]")
-    proc = run_tool('-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29531', 'tools/train.py',
-                    config, '--launcher', 'pytorch', '--work-dir', str(tmp_path), '--cfg-options', *SMALL,
-                    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', timeout=900)
-    for rank in (0, 1):
-        world_size, iters = open(tmp_path / f'rank{rank}.done').read().split()
-        assert world_size == '2' and int(iters) == 1  # 16 images / (2 ranks x 8 per batch)
+    work_dir = tmp_path / 'train'
+    proc = _dist('dist_train.sh', config, '2', '--work-dir', str(work_dir), '--cfg-options', *SMALL,
+                 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2')
+    marks = [open(work_dir / f'rank{rank}.done').read().split() for rank in (0, 1)]
+    for world_size, iters, start, end in marks:
+        assert world_size == '2' and int(iters) == 2  # 16 images / (2 ranks x 8 per batch) x 2 epochs
+        assert end != start
+    assert marks[0][3] == marks[1][3], 'the ranks ended with different parameters: no all-reduce'
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+
+    config, checkpoint, _ = trained_demos['det']
+    out, single_out = tmp_path / 'dist.pkl', tmp_path / 'single.pkl'
+    proc = _dist('dist_test.sh', config, checkpoint, '2', '--work-dir', str(tmp_path / 'test'), '--out', str(out),
+                 '--cfg-options', *SMALL)
+    single = run_tool('tools/test.py', config, checkpoint, '--work-dir', str(tmp_path / 'single'), '--out',
+                      str(single_out), '--cfg-options', *SMALL)
+    dist_preds, single_preds = pickle.load(open(out, 'rb')), pickle.load(open(single_out, 'rb'))
+    assert sorted(p['img_id'] for p in dist_preds) == sorted(p['img_id'] for p in single_preds)
+    assert len(dist_preds) == 8
+    metric = re.compile(r'coco/bbox_mAP: ([\d.]+)')
+    assert metric.findall(proc.stdout + proc.stderr) == metric.findall(single.stdout + single.stderr) != []
 
 
 def test_unknown_type_is_named(tmp_path):
@@ -137,3 +161,14 @@ def test_missing_data_root_is_named(tmp_path):
                     str(tmp_path), '--cfg-options', 'train_dataloader.dataset.data_root=/nonexistent/coco/',
                     check=False)
     assert proc.returncode != 0 and "data root '/nonexistent/coco/'" in proc.stderr
+
+
+def test_auto_scale_lr(tmp_path):
+    """--auto-scale-lr scales the learning rate by the total batch size over the config's
+    `auto_scale_lr.base_batch_size` (the classifier demo: lr 1e-3 at 16); without it, it stops."""
+    train_demo(CLS_DEMO, tmp_path, 1, '--auto-scale-lr', '--cfg-options', 'train_dataloader.batch_size=4')
+    groups = _load(tmp_path / 'epoch_1.pth')['optimizer']['param_groups']
+    assert [g['initial_lr'] for g in groups] == [pytest.approx(1e-3 * 4 / 16)] * len(groups)
+    config = _config(tmp_path, CLS_DEMO, 'auto_scale_lr = None')
+    proc = run_tool('tools/train.py', config, '--auto-scale-lr', '--work-dir', str(tmp_path / 'no_base'), check=False)
+    assert proc.returncode != 0 and 'needs `auto_scale_lr = dict(base_batch_size=...)`' in proc.stderr
