@@ -5,7 +5,8 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from conftest import run_tool
+import torch.nn.functional as F
+from conftest import run_tool, skip_for_hardware
 from mmengine import Config
 
 pytest.importorskip('mmdeploy', reason='the deploy extra is not installed: pip install -e .[deploy]')
@@ -16,6 +17,8 @@ from mmeff.deploy import build_deploy_model, check_deploy_stack, export_onnx  # 
 from mmeff.deploy import compat  # noqa: E402
 from mmeff.deploy.compare import pytorch_outputs  # noqa: E402
 from mmeff.deploy.runtime import create_session, onnxruntime_latency, run_session  # noqa: E402
+from mmeff.deploy.tensorrt import (FP16_BOX_TOLERANCE, FP16_SCORE_TOLERANCE,  # noqa: E402
+                                   match_detections)
 from mmeff.models.layers.repvgg import RepVGGBlock  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -24,7 +27,18 @@ ORT_STATIC = osp.join(DEPLOY_DIR, 'detection_onnxruntime_static-640x640.py')
 ORT_DYNAMIC = osp.join(DEPLOY_DIR, 'detection_onnxruntime_dynamic-batch-640x640.py')
 TRT_FP16 = osp.join(DEPLOY_DIR, 'detection_tensorrt-fp16_static-640x640.py')
 ORT_CLS = osp.join(DEPLOY_DIR, 'classification_onnxruntime_static-224x224.py')
-TOLERANCE = 1e-3
+# ONNX Runtime vs PyTorch, both FP32 on the CPU; the bounds are ~10x the largest difference the
+# tests below measure (printed with -s), so a real regression fails them.
+# Detections (RT-DETR, random weights, one-to-one matched): R18 320x320 batch 2: boxes 1.5e-4 px,
+# scores 8.9e-7; R50 640x640: 4.3e-4 px, 6.0e-7. Box rounding scales with the coordinates, i.e.
+# with the input size.
+BOX_TOLERANCE_320 = 1.5e-3  # px at 320x320; twice that at 640x640
+SCORE_TOLERANCE = 1e-5
+# Classifiers (random weights, head scaled to logits of std 3; the ViT demo at 64x64, the others
+# at 224x224): probabilities up to 2.1e-6 (EViT; <= 5.1e-7 in the default selection), log-
+# probabilities up to 8.8e-6 (ResNet-50).
+PROB_TOLERANCE = 2e-5
+LOG_PROB_TOLERANCE = 1e-4
 
 
 def deploy_cfg(path, size=None):
@@ -97,22 +111,86 @@ def op_types(onnx_file):
     return {node.op_type for node in onnx.load(onnx_file).graph.node}
 
 
-def max_abs_diffs(ort_out, torch_out):
-    """Box (pixels) and score max abs diffs between each ONNX Runtime detection and the PyTorch
-    detection of the same class with the nearest box.
+def box_tolerance(size):
+    return BOX_TOLERANCE_320 * size / 320
 
-    Matched, not compared row by row: with random weights many scores differ by ~1e-7, so float
-    rounding may swap neighbours in the top-K order without changing the detections.
-    """
-    box_diff = score_diff = 0.0
-    for ort_dets, ort_labels, ref_dets, ref_labels in zip(ort_out['dets'], ort_out['labels'],
-                                                          torch_out['dets'], torch_out['labels']):
-        distance = np.abs(ort_dets[:, None, :4] - ref_dets[None, :, :4]).max(-1)  # (K, K)
-        distance[ort_labels[:, None] != ref_labels[None, :]] = np.inf
-        nearest = distance.argmin(1)
-        box_diff = max(box_diff, float(distance[np.arange(len(nearest)), nearest].max()))
-        score_diff = max(score_diff, float(np.abs(ort_dets[:, 4] - ref_dets[nearest, 4]).max()))
-    return box_diff, score_diff
+
+def check_detection_match(report, box_tol, score_tol):
+    assert report['agree'], (f'{report["mismatched"]} of {report["num_dets"]} detections have no '
+                             f'partner of the same label within {box_tol} px and {score_tol} in '
+                             f'score, or the sorted scores differ by {report["sorted_score"]:.2e}: '
+                             f'{report}')
+
+
+def synthetic_detections(num=50, size=320, seed=0):
+    """(1, num, 5) dets and (1, num) labels like a top-K output: distinct boxes, scores sorted."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, size / 2, (num, 2))
+    wh = rng.uniform(8, size / 2, (num, 2))
+    scores = np.sort(rng.uniform(0.7, 0.9, num))[::-1]
+    dets = np.concatenate([xy, xy + wh, scores[:, None]], 1).astype(np.float32)[None]
+    return dets, rng.integers(0, 5, (1, num))
+
+
+def test_match_detections_one_to_one():
+    dets, labels = synthetic_detections()
+    box_tol, score_tol = box_tolerance(320), SCORE_TOLERANCE
+    rng = np.random.default_rng(1)
+    # Reordered, with rounding-size noise: agree, and the diffs are measured on the right pairs.
+    order = rng.permutation(dets.shape[1])
+    noisy = dets[:, order] + rng.uniform(-1, 1, dets.shape) * [1e-4, 1e-4, 1e-4, 1e-4, 1e-6]
+    report = match_detections(noisy, labels[:, order], dets, labels, box_tol, score_tol)
+    assert report['agree'] and report['mismatched'] == 0
+    assert 0 < report['box'] <= 1e-4 + 1e-5 and 0 < report['score'] <= 2e-6
+    # One detection repeated K times: the nearest-neighbour matching it replaces found diff 0.
+    repeated = [np.repeat(a[:, :1], dets.shape[1], 1) for a in (dets, labels)]
+    report = match_detections(*repeated, dets, labels, box_tol, score_tol)
+    assert not report['agree'] and report['mismatched'] == dets.shape[1] - 1
+    assert report['sorted_score'] > 0.1
+    # ... and no "swap at the top-K cut" excuses it, not even when it is the lowest detection.
+    for row in (0, dets.shape[1] - 1):
+        repeated = [np.repeat(a[:, row:row + 1], dets.shape[1], 1) for a in (dets, labels)]
+        report = match_detections(*repeated, dets, labels, box_tol, score_tol, allow_top_k_swaps=True)
+        assert not report['agree'] and report['mismatched_off_cut'] > 0, report
+    # One wrong label, one box off by 10x the tolerance, one score off by 10x the tolerance.
+    for column, change in ((None, None), (0, 10 * box_tol), (4, 10 * score_tol)):
+        broken_dets, broken_labels = dets.copy(), labels.copy()
+        if column is None:
+            broken_labels[0, 10] = (broken_labels[0, 10] + 1) % 5
+        else:
+            broken_dets[0, 10, column] += change
+        report = match_detections(broken_dets, broken_labels, dets, labels, box_tol, score_tol)
+        assert not report['agree'] and report['mismatched'] == 1, (column, report)
+    # Fewer detections, and NaNs.
+    with pytest.raises(ValueError, match='different numbers of detections'):
+        match_detections(dets[:, 1:], labels[:, 1:], dets, labels, box_tol, score_tol)
+    nan_dets = dets.copy()
+    nan_dets[0, :, 4] = np.nan
+    assert not match_detections(nan_dets, labels, dets, labels, box_tol, score_tol)['agree']
+
+
+def test_match_detections_fp16_swaps_at_the_top_k_cut():
+    """TensorRT FP16: errors of its size agree; a candidate below the cut may replace the lowest
+    one (allowed only with allow_top_k_swaps); a swap away from the cut is still a mismatch."""
+    dets, labels = synthetic_detections(size=640)
+    rng = np.random.default_rng(2)
+    noise = rng.uniform(-0.4, 0.4, dets.shape) * ([FP16_BOX_TOLERANCE] * 4 + [FP16_SCORE_TOLERANCE])
+    fp16 = (dets + noise).astype(np.float16).astype(np.float32)
+    tols = FP16_BOX_TOLERANCE, FP16_SCORE_TOLERANCE
+    report = match_detections(fp16, labels, dets, labels, *tols)
+    assert report['agree'] and report['mismatched'] == 0 and report['box'] > 0.1
+    lowest = dets[0, :, 4].argmin()
+    swapped = fp16.copy()
+    swapped[0, lowest, :4] += 50  # another candidate of about the same score took the last place
+    swapped[0, lowest, 4] = dets[0, lowest, 4] - 0.5 * FP16_SCORE_TOLERANCE
+    report = match_detections(swapped, labels, dets, labels, *tols)
+    assert not report['agree'] and (report['mismatched'], report['mismatched_off_cut']) == (1, 0)
+    assert match_detections(swapped, labels, dets, labels, *tols, allow_top_k_swaps=True)['agree']
+    top = dets[0, :, 4].argmax()
+    swapped = fp16.copy()
+    swapped[0, top, :4] += 50
+    report = match_detections(swapped, labels, dets, labels, *tols, allow_top_k_swaps=True)
+    assert not report['agree'] and report['mismatched_off_cut'] == 1
 
 
 def check_rtdetr_parity(model_cfg, deploy_path, size, batch_size, tmp_path, eval_idx=None):
@@ -132,10 +210,14 @@ def check_rtdetr_parity(model_cfg, deploy_path, size, batch_size, tmp_path, eval
     num_queries = model.test_cfg['max_per_img']
     assert ort_out['dets'].shape == (batch_size, num_queries, 5)
     assert ort_out['labels'].shape == (batch_size, num_queries)
-    box, score = max_abs_diffs(ort_out, torch_out)
-    print(f'{model_cfg} {size}x{size} batch {batch_size} eval_idx {eval_idx}: '
-          f'max |box diff| {box:.2e} px, max |score diff| {score:.2e}')
-    assert box < TOLERANCE and score < TOLERANCE
+    box_tol = box_tolerance(size)
+    report = match_detections(ort_out['dets'], ort_out['labels'], torch_out['dets'],
+                              torch_out['labels'], box_tol, SCORE_TOLERANCE)
+    print(f'{model_cfg} {size}x{size} batch {batch_size} eval_idx {eval_idx}: one-to-one matched '
+          f'{report["num_dets"] - report["mismatched"]}/{report["num_dets"]}, max |box diff| '
+          f'{report["box"]:.2e} px (bound {box_tol:.1e}), max |score diff| {report["score"]:.2e}, '
+          f'sorted scores {report["sorted_score"]:.2e} (bound {SCORE_TOLERANCE:.0e})')
+    check_detection_match(report, box_tol, SCORE_TOLERANCE)
     return model, onnx_file
 
 
@@ -159,23 +241,103 @@ def test_rtdetr_r50_parity_640(tmp_path):
     check_rtdetr_parity('rtdetr_r50.py', ORT_STATIC, 640, 1, tmp_path)
 
 
+LOGIT_STD = 3.0
+
+
+def classifier_inputs(size):
+    """Two unlike images, a noise one and a smooth one, so that their outputs differ clearly."""
+    noise = torch.rand(1, 3, size, size)
+    smooth = F.interpolate(torch.rand(1, 3, 4, 4), size=(size, size), mode='bilinear', align_corners=False)
+    return torch.cat([noise, smooth])
+
+
+def scale_head(model, inputs, logit_std=LOGIT_STD):
+    """A random head scaled so that the logits of ``inputs`` have std ``logit_std`` over classes.
+
+    The initialized head gives near-uniform probabilities, and a unit-variance one gives logits of
+    std 0.5 (ViT demo) to ~30 (Swin, whose probabilities then underflow to 0): each would hide
+    differences in the features. Logits of std 3 give a clear top-1 and no probability below 1e-10.
+    """
+    fc = model.head.fc
+    torch.nn.init.normal_(fc.weight)
+    with torch.no_grad():
+        scale = logit_std / model.head(model.extract_feat(inputs)).std(1).mean()
+        fc.weight.mul_(scale)
+        if fc.bias is not None:
+            fc.bias.mul_(scale)
+
+
+def classifier_diffs(probs, ref_probs):
+    """ONNX Runtime vs PyTorch class probabilities (N, C), and how informative the outputs are."""
+    probs, ref_probs = np.asarray(probs, dtype=np.float64), np.asarray(ref_probs, dtype=np.float64)
+    assert probs.shape == ref_probs.shape, (probs.shape, ref_probs.shape)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        log_probs, ref_log_probs = np.log(probs), np.log(ref_probs)
+    return dict(
+        prob=float(np.abs(probs - ref_probs).max()),
+        # log p = logits - logsumexp: the logits' differences, also those of the unlikely classes.
+        log_prob=float(np.nan_to_num(np.abs(log_probs - ref_log_probs), nan=np.inf).max()),
+        top1=probs.argmax(1), ref_top1=ref_probs.argmax(1),
+        # Per image, over classes: not flat.
+        spread=float((probs.max(1) - probs.min(1)).min()),
+        logit_std=float(np.nan_to_num(log_probs.std(1), nan=0.0).min()),
+        # Between images: an output that ignores the input cannot be within the bound.
+        ref_between_inputs=float(np.abs(ref_probs[:, None] - ref_probs[None]).max()))
+
+
+def check_classifier_diffs(diffs):
+    assert diffs['prob'] < PROB_TOLERANCE, f'probabilities differ: {diffs}'
+    assert diffs['log_prob'] < LOG_PROB_TOLERANCE, f'log-probabilities differ: {diffs}'
+    assert np.array_equal(diffs['top1'], diffs['ref_top1']), f'top-1 differs: {diffs}'
+    # LOGIT_STD 3 gives a spread of 0.04 (ResNet-50, 1000 classes) to 0.7; uniform gives 0.
+    assert diffs['spread'] > 0.01 and diffs['logit_std'] > 1, f'flat outputs: {diffs}'
+    assert diffs['ref_between_inputs'] > 100 * PROB_TOLERANCE, f'inputs not told apart: {diffs}'
+
+
+def test_classifier_diffs_catch_flat_and_constant_outputs():
+    rng = np.random.default_rng(0)
+    logits = LOGIT_STD * rng.standard_normal((2, 1000))
+    softmax = lambda z: np.exp(z) / np.exp(z).sum(1, keepdims=True)  # noqa: E731
+    ref = softmax(logits)
+    check_classifier_diffs(classifier_diffs(ref * (1 + rng.uniform(-1e-6, 1e-6, ref.shape)), ref))
+    uniform = np.full_like(ref, 1 / ref.shape[1])
+    same_for_every_input = np.repeat(ref[:1], 2, 0)
+    unlikely_classes_off = ref.copy()
+    unlikely_classes_off[ref < 1e-6] *= 2  # probabilities within 1e-6, logits off by log(2)
+    near_tie = logits.copy()
+    near_tie[:, :2] = near_tie.max(1, keepdims=True) + [1e-6, 0]  # top-1 by a hair
+    swapped = near_tie.copy()
+    swapped[:, :2] = swapped[:, 1::-1]
+    for (probs, probs_ref), reason in [
+            ((uniform, ref), 'probabilities differ'),
+            ((same_for_every_input, ref), 'probabilities differ'),
+            ((softmax(logits / 2), ref), 'probabilities differ'),  # same top-1, flatter
+            ((unlikely_classes_off, ref), 'log-probabilities differ'),
+            ((softmax(swapped), softmax(near_tie)), 'top-1 differs'),
+            ((uniform, uniform), 'flat outputs'),  # e.g. an untouched head: nothing to compare
+            ((same_for_every_input, same_for_every_input), 'inputs not told apart')]:
+        with pytest.raises(AssertionError, match=reason):
+            check_classifier_diffs(classifier_diffs(probs, probs_ref))
+
+
 def check_classifier_parity(model_cfg, size, tmp_path):
     torch.manual_seed(0)
     cfg = deploy_cfg(ORT_CLS, size)
     model, cfg, _ = build_deploy_model(cfg, osp.join(REPO, 'configs', model_cfg))
-    # A unit-variance head: the initialized one gives near-uniform probabilities, which would
-    # hide any difference in the features.
-    torch.nn.init.normal_(model.head.fc.weight)
+    inputs = classifier_inputs(size)
+    scale_head(model, inputs)
     onnx_file = export_onnx(model, cfg, str(tmp_path / 'end2end.onnx'))
-    inputs = torch.rand(2, 3, size, size)
     session = create_session(onnx_file)
     # The classification graph is static at batch 1.
     ort_out = np.concatenate([run_session(session, x[None].numpy())['output'] for x in inputs])
     torch_out = pytorch_outputs(model, inputs, cfg)['output']
-    diff = float(np.abs(ort_out - torch_out).max())
-    print(f'{model_cfg} {size}x{size}: max |probability diff| {diff:.2e}, '
-          f'top-1 prob {torch_out.max():.3f}')
-    assert diff < TOLERANCE
+    diffs = classifier_diffs(ort_out, torch_out)
+    print(f'{model_cfg} {size}x{size}: max |probability diff| {diffs["prob"]:.2e} '
+          f'(bound {PROB_TOLERANCE:.0e}), max |log-probability diff| {diffs["log_prob"]:.2e} '
+          f'(bound {LOG_PROB_TOLERANCE:.0e}), top-1 {diffs["top1"]} (PyTorch {diffs["ref_top1"]}), '
+          f'top-1 prob {ort_out.max(1).round(3)}, logit std {diffs["logit_std"]:.2f}, '
+          f'inputs differ by {diffs["ref_between_inputs"]:.2e}')
+    check_classifier_diffs(diffs)
     return onnx_file
 
 
@@ -218,7 +380,7 @@ def test_efficient_vit_parity(model_cfg, tmp_path):
 def test_tensorrt_cli_fails_fast_without_tensorrt(tmp_path):
     try:
         import tensorrt  # noqa: F401
-        pytest.skip('TensorRT is installed: test_tensorrt_fp16_engine covers the path')
+        skip_for_hardware('TensorRT is installed: test_tensorrt_fp16_engine covers the path')
     except ImportError:
         pass
     proc = run_tool('tools/deploy.py', 'tensorrt', TRT_FP16, 'configs/rtdetr_r18.py',
@@ -228,18 +390,88 @@ def test_tensorrt_cli_fails_fast_without_tensorrt(tmp_path):
     assert not (tmp_path / 'end2end.onnx').exists()  # failed before exporting anything
 
 
+def test_tensorrt_functions_fail_fast_without_tensorrt():
+    """The module imports without TensorRT; what needs an engine says why it cannot run."""
+    try:
+        import tensorrt  # noqa: F401
+        skip_for_hardware('TensorRT is installed: test_tensorrt_fp16_engine covers the path')
+    except ImportError:
+        pass
+    from mmeff.deploy.tensorrt import tensorrt_latency, tensorrt_outputs, tensorrt_parity
+    inputs = np.zeros((1, 3, 640, 640), np.float32)
+    with pytest.raises(RuntimeError, match='TensorRT is not installed'):
+        tensorrt_outputs('end2end.engine', inputs)
+    with pytest.raises(RuntimeError, match='TensorRT is not installed'):
+        tensorrt_latency('end2end.engine')
+    with pytest.raises(RuntimeError, match='TensorRT is not installed'):
+        tensorrt_parity(None, deploy_cfg(TRT_FP16), 'end2end.engine', inputs)
+
+
 def test_tensorrt_fp16_engine(tmp_path):
-    pytest.importorskip('tensorrt', reason='TensorRT is not installed (it needs an NVIDIA GPU); '
-                        'the engine build and latency path runs on GPU machines only')
+    """The FP16 engine's detections match PyTorch's (one to one, FP16 bounds), then it is timed."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        skip_for_hardware('TensorRT is not installed (it needs an NVIDIA GPU); the engine build, parity and '
+                          'latency path runs on GPU machines only')
     if not torch.cuda.is_available():
-        pytest.skip('TensorRT is installed but torch sees no CUDA GPU')
-    from mmeff.deploy.tensorrt import build_engine, tensorrt_latency
+        skip_for_hardware('TensorRT is installed but torch sees no CUDA GPU')
+    from mmeff.deploy.tensorrt import build_engine, tensorrt_latency, tensorrt_parity
+    torch.manual_seed(0)
     model, cfg, _ = build_deploy_model(TRT_FP16, osp.join(REPO, 'configs', 'rtdetr_r18.py'))
     onnx_file = export_onnx(model, cfg, str(tmp_path / 'end2end.onnx'))
     engine = build_engine(onnx_file, cfg, str(tmp_path / 'end2end.engine'))
+    inputs = torch.rand(2, 3, 640, 640).numpy()
+    report = tensorrt_parity(model, cfg, engine, inputs)
+    print(f'RT-DETR-R18 TensorRT FP16 vs PyTorch, 640x640, {len(inputs)} images: '
+          f'{report["num_dets"] - report["mismatched"]}/{report["num_dets"]} matched '
+          f'({report["mismatched"]} swapped at the top-K cut), max |box diff| {report["box"]:.2e} px '
+          f'(bound {FP16_BOX_TOLERANCE}), max |score diff| {report["score"]:.2e}, sorted scores '
+          f'{report["sorted_score"]:.2e} (bound {FP16_SCORE_TOLERANCE})')
+    assert report['agree'], report
+    # FP16 swaps candidates at the cut only: most detections keep their partner (not measured).
+    assert report['mismatched'] <= 0.1 * report['num_dets'], report
     latency = tensorrt_latency(engine, warmup=5, repeats=20)
     print(f'RT-DETR-R18 TensorRT FP16 640x640 batch 1: {1e3 * latency["median"]:.2f} ms')
     assert latency['median'] > 0
+
+
+@pytest.mark.slow
+def test_deploy_cli_export_and_compare(tmp_path):
+    """``tools/deploy.py export`` and ``compare`` as a user runs them: the demo RT-DETR at 128x128."""
+    small = deploy_cfg(ORT_STATIC, 128)
+    small_cfg = tmp_path / 'detection_onnxruntime_static-128x128.py'
+    small.dump(str(small_cfg))
+    model_cfg = 'configs/demo/rtdetr_r18_demo.py'
+    onnx_file = tmp_path / 'export' / 'end2end.onnx'
+    proc = run_tool('tools/deploy.py', 'export', str(small_cfg), model_cfg, str(onnx_file), timeout=600)
+    assert proc.stdout.strip().splitlines()[-1] == str(onnx_file)
+    graph = onnx.load(str(onnx_file)).graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert (graph.input[0].name, dims) == ('input', [1, 3, 128, 128])
+    assert [o.name for o in graph.output] == ['dets', 'labels']
+    assert {'GridSample', 'TopK'} <= op_types(str(onnx_file))
+    out = run_session(create_session(str(onnx_file)), np.random.default_rng(0).random((1, 3, 128, 128)))
+    num_queries = Config.fromfile(osp.join(REPO, model_cfg)).model.test_cfg.max_per_img
+    assert out['dets'].shape == (1, num_queries, 5) and out['labels'].shape == (1, num_queries)
+    assert np.isfinite(out['dets']).all() and ((out['dets'][..., 4] >= 0) & (out['dets'][..., 4] <= 1)).all()
+
+    work_dir = tmp_path / 'compare'
+    proc = run_tool('tools/deploy.py', 'compare', str(small_cfg), model_cfg, '--work-dir', str(work_dir),
+                    '--warmup', '0', '--repeats', '2', '--threads', '1', timeout=600)
+    print(proc.stdout)
+    lines = proc.stdout.splitlines()  # the table, possibly with mmdeploy's log lines between
+    header = [line.split() for line in lines if line.startswith('model ')]
+    assert header == [['model', 'input', 'threads', 'pytorch', 'ms', 'ort', 'ms', 'ort/pt']], lines
+    rows = [line.split() for line in lines if line.startswith('rtdetr_r18_demo ')]
+    assert len(rows) == 1, lines
+    name, shape, threads, pytorch_ms, ort_ms, ratio = rows[0]
+    assert (name, shape, threads) == ('rtdetr_r18_demo', '1x3x128x128', '1')
+    pytorch_ms, ort_ms, ratio = float(pytorch_ms), float(ort_ms), float(ratio)
+    assert pytorch_ms > 0 and ort_ms > 0
+    # The printed values are rounded to 0.1 ms and 0.01.
+    assert ratio == pytest.approx(ort_ms / pytorch_ms, abs=0.01 + 0.1 * (1 + ratio) / pytorch_ms)
+    assert (work_dir / 'rtdetr_r18_demo.onnx').is_file()
 
 
 def test_swin_runs_in_pytorch_after_export(tmp_path):
