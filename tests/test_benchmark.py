@@ -200,7 +200,23 @@ def test_flops_of_a_model_with_an_expanded_class_token(mmpretrain_scope):
     result = benchmark_config(osp.join(REPO, 'configs', 'vit', 'cait', 'cait_xxs24_p16_in1k-224.py'), ['flops'], (64, ),
                               cfg_options={'model.backbone.img_size': 64})
     assert not result['errors'], result['errors']
-    assert result['flops']['macs'] > 0
+    # CaiT-XXS24 (the paper's Table 1): width C = 192, 24 talking-heads self-attention layers of 4
+    # heads, MLP ratio 4, 2 class-attention layers; at 64 px, N = (64 / 16)^2 = 16 patch tokens.
+    C, H, N, depth, class_depth, hidden = 192, 4, 16, 24, 2, 4 * 192
+    patch_embed = N * C * 3 * 16 * 16
+    self_attention = (N * C * 3 * C       # qkv
+                      + 2 * N * N * C     # Q K^T and A V
+                      + 2 * N * N * H * H  # the talking-heads mixing before and after the softmax
+                      + N * C * C)        # proj
+    mlp = 2 * N * C * hidden
+    class_attention = (C * C + 2 * (N + 1) * C * C  # q of the class token, k and v of all N + 1 tokens
+                       + 2 * (N + 1) * C              # its scores and weighted sum
+                       + C * C + 2 * C * hidden)      # proj and MLP, of the class token only
+    head = C * 1000
+    expected = patch_embed + depth * (self_attention + mlp) + class_depth * class_attention + head
+    print(f"CaiT-XXS24 at 64 px: {result['flops']['macs']} MACs counted, {expected} by formula")
+    assert result['flops']['macs'] == expected == 178_233_600
+    assert result['flops']['flops'] == 2 * expected and result['flops']['batch_size'] == 1
 
 
 def test_a_config_builds_twice():

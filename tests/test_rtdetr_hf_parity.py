@@ -4,7 +4,9 @@ An HF model with random weights (built from a config: no hub, no timm) is mapped
 ``configs/rtdetr_r18.py`` / ``rtdetr_r50.py`` model through :mod:`mmeff.models.detectors.hf_rtdetr`
 (HF -> official names -> the official converter). Both run in eval mode on the same normalized
 320x320 image; backbone features, encoder outputs, and the last decoder layer's class logits and
-boxes of the 300 selected queries must agree within 1e-4 (max abs diff, printed).
+boxes of the 300 selected queries must agree (max abs diff, printed) within a bound per model and
+stage, ~10x what the stage measures (``BOUNDS``): so that a small real discrepancy (a norm's eps, a
+float32 cast) in the backbone/encoder cannot hide behind the decoder's larger anchor noise.
 
 Why 320x320 and square, by configuration rather than tolerance:
 
@@ -37,7 +39,19 @@ from mmeff.registry import DET_MODELS
 
 transformers = pytest.importorskip('transformers')
 
-TOLERANCE = 1e-4
+# Max abs diff bounds per model and stage, ~10x the largest of the values measured (float64, images
+# of seeds 1..3, 1 or 2 threads: identical), which are in the comments:
+BOUNDS = {
+    18: dict(backbone=1e-12,   # 0 (bitwise equal); 1e-12 ~ float64 eps * the S5 scale (~2e2) * 20
+             encoder=3e-10,    # 3.3e-11 (level 2, AIFI); levels 0-1 4e-13
+             logits=2e-6,      # 2.2e-7 (mmeff's float32 anchors)
+             boxes=4e-7),      # 3.6e-8
+    50: dict(backbone=4e-9,    # 3.7e-10 at S5 (scale ~5e4: relative 7e-15)
+             encoder=1e-11,    # 8.2e-13
+             logits=1.5e-5,    # 1.4e-6
+             boxes=4e-7),      # 3.7e-8
+}
+NUM_LEVELS = 3  # S3-S5 backbone features, three encoder levels
 
 
 def perturb_(model, seed=0):
@@ -107,26 +121,34 @@ def max_diffs(depth, size=320):
     ref, out = hf_outputs(hf, images), mmeff_outputs(ours, images)
     diffs = {}
     for name in ('backbone', 'encoder'):
+        # zip() would silently drop a level one side has and the other has not
+        n_ref, n_out = len(ref[name]), len(out[name])
+        assert n_ref == n_out == NUM_LEVELS, (name, n_ref, n_out)
         for level, (a, b) in enumerate(zip(ref[name], out[name])):
             assert a.shape == b.shape, (name, level, a.shape, b.shape)
-            diffs[f'{name} level {level} {tuple(a.shape)}'] = (a - b).abs().max().item()
+            diffs[name, f'level {level} {tuple(a.shape)}'] = (a - b).abs().max().item()
     for name in ('logits', 'boxes'):
         assert ref[name].shape == out[name].shape, (name, ref[name].shape, out[name].shape)
-        diffs[f'decoder {name} {tuple(ref[name].shape)}'] = (ref[name] - out[name]).abs().max().item()
-    for name, diff in diffs.items():
-        print(f'R{depth} {name}: max abs diff {diff:.3e}')
+        diffs[name, f'{tuple(ref[name].shape)}'] = (ref[name] - out[name]).abs().max().item()
+    for (stage, what), diff in diffs.items():
+        print(f'R{depth} {stage} {what}: max abs diff {diff:.3e} (bound {BOUNDS[depth][stage]:.1e})')
     return diffs
 
 
+def check_parity(depth):
+    diffs = max_diffs(depth)
+    assert {stage for stage, _ in diffs} == set(BOUNDS[depth])
+    over = {key: diff for key, diff in diffs.items() if not diff <= BOUNDS[depth][key[0]]}
+    assert not over, (over, BOUNDS[depth])
+
+
 def test_parity_r18():
-    diffs = max_diffs(18)
-    assert max(diffs.values()) < TOLERANCE, diffs
+    check_parity(18)
 
 
 @pytest.mark.slow
 def test_parity_r50():
-    diffs = max_diffs(50)
-    assert max(diffs.values()) < TOLERANCE, diffs
+    check_parity(50)
 
 
 @pytest.mark.slow

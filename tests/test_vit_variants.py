@@ -30,13 +30,43 @@ def test_readme_lists_every_config():
     assert sorted(readme_table()) == CONFIGS
 
 
-@pytest.mark.parametrize('config', CONFIGS)
-def test_param_count_matches_readme(config):
+def param_count(config: str) -> int:
     cfg = Config.fromfile(os.path.join(CONFIG_DIR, config))
     with torch.device('meta'):  # counting needs no memory (Switch-B has 483 M parameters)
         model = CLS_MODELS.build(cfg.model)
-    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize('config', CONFIGS)
+def test_param_count_matches_readme(config):
+    count = param_count(config)
     assert count == readme_table()[config], f'{config}: {count:,} parameters'
+
+
+def deit3_vit_params(dim: int, depth: int = 12, patch: int = 16, img: int = 224, classes: int = 1000) -> int:
+    """Parameters of the README's baseline ViT, counted by hand: DeiT III's skeleton (class token
+    without position embedding, LayerScale, qkv bias, MLP ratio 4), a LayerNorm at the end, a
+    linear 1000-class head."""
+    patch_embed = 3 * patch * patch * dim + dim  # conv weight + bias
+    pos_embed, cls_token = (img // patch)**2 * dim, dim
+    block = (2 * dim  # norm1
+             + 3 * dim * dim + 3 * dim  # qkv
+             + dim * dim + dim  # attention projection
+             + dim  # LayerScale 1
+             + 2 * dim  # norm2
+             + dim * 4 * dim + 4 * dim + 4 * dim * dim + dim  # MLP fc1, fc2
+             + dim)  # LayerScale 2
+    return patch_embed + pos_embed + cls_token + depth * block + 2 * dim + dim * classes + classes
+
+
+@pytest.mark.parametrize('config, dim', [('vit/vit_tiny_p16_in1k-224.py', 192),
+                                         ('vit/vit_small_p16_in1k-224.py', 384),
+                                         ('vit/vit_base_p16_in1k-224.py', 768)])
+def test_baseline_param_count_equals_formula(config, dim):
+    """The baselines' counts from the architecture, not from the code that generated the README."""
+    expected = deit3_vit_params(dim)
+    print(f'{config}: {expected:,} by formula')
+    assert param_count(config) == expected == readme_table()[config]
 
 
 def forward_backward(config: str, img_size: int) -> None:
