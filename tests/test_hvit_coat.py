@@ -4,7 +4,7 @@ import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
 from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
-from mmeff.models.backbones.coat import COAT_ARCHS, CoaT, FactorAttnConvRelPosEnc, ConvRelPosEnc
+from mmeff.models.backbones.coat import CoaT, FactorAttnConvRelPosEnc, ConvRelPosEnc
 
 SLOW = pytest.mark.slow
 ARCHS = ['tiny', pytest.param('mini', marks=SLOW), pytest.param('small', marks=SLOW), 'lite_tiny',
@@ -22,12 +22,12 @@ def test_classifier_feature_trains(arch):
     model = CoaT(arch, out_type='cls_token')
     check_forward_backward(model, (64, 96))
     (feature, ) = model(torch.rand(2, 3, 64, 96))
-    assert feature.shape == (2, COAT_ARCHS[arch]['embed_dims'][-1])
+    assert feature.shape == (2, CoaT.arch_zoo[arch]['embed_dims'][-1])
 
 
 @pytest.mark.parametrize('arch', ARCHS)
 def test_pyramid_shapes_and_strides(arch):
-    check_pyramid(CoaT(arch).eval(), (96, 160), list(COAT_ARCHS[arch]['embed_dims']))
+    check_pyramid(CoaT(arch).eval(), (96, 160), list(CoaT.arch_zoo[arch]['embed_dims']))
 
 
 def test_factorized_attention_matches_its_definition():

@@ -85,7 +85,7 @@ def test_clear_errors():
     model = EfficientMod('xxs')
     with pytest.raises(ValueError, match='multiples of 32'):
         model(torch.randn(1, 3, 224, 240))
-    with pytest.raises(KeyError, match='valid'):
+    with pytest.raises(KeyError, match='EfficientMod arch must be one of xxs, xs, s'):
         EfficientMod('m')
     with pytest.raises(ValueError, match='out_indices'):
         EfficientMod('xxs', out_indices=())

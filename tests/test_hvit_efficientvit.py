@@ -4,9 +4,9 @@ import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
 from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
-from mmeff.models.backbones.efficientvit_mit import EFFICIENTVIT_ARCHS, EfficientViTMIT, LiteMLA
+from mmeff.models.backbones.efficientvit_mit import EfficientViTMIT, LiteMLA
 
-ARCHS = [a if a == 'b0' else pytest.param(a, marks=pytest.mark.slow) for a in EFFICIENTVIT_ARCHS]
+ARCHS = [a if a == 'b0' else pytest.param(a, marks=pytest.mark.slow) for a in EfficientViTMIT.arch_zoo]
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -18,7 +18,7 @@ def test_forward_backward(arch, size):
 @pytest.mark.parametrize('arch', ARCHS)
 def test_pyramid_shapes_and_strides(arch):
     model = EfficientViTMIT(arch, out_indices=(0, 1, 2, 3)).eval()
-    check_pyramid(model, (96, 160), list(EFFICIENTVIT_ARCHS[arch]['widths'][1:]))
+    check_pyramid(model, (96, 160), list(EfficientViTMIT.arch_zoo[arch]['widths'][1:]))
 
 
 def test_linear_attention_equals_its_quadratic_form():

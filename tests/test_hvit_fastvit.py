@@ -99,7 +99,7 @@ def test_clear_errors():
     model = FastViT('t8')
     with pytest.raises(ValueError, match='multiples of 32'):
         model(torch.randn(1, 3, 224, 200))
-    with pytest.raises(KeyError, match='valid'):
+    with pytest.raises(KeyError, match='FastViT arch must be one of t8, t12'):
         FastViT('t9')
     with pytest.raises(ValueError, match='out_indices'):
-        FastViT('t8', out_indices=(-1, ))
+        FastViT('t8', out_indices=(4, ))

@@ -63,5 +63,5 @@ def test_registries():
 
 def test_clear_errors():
     check_bad_size(dict(type='ResT', arch='lite'), 16, 'at least 32 px')
-    with pytest.raises(KeyError, match="'base', 'large', 'lite', 'small'"):
+    with pytest.raises(KeyError, match='ResT arch must be one of lite, small, base, large'):
         check_registries(dict(type='ResT', arch='tiny'))

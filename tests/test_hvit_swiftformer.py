@@ -58,7 +58,7 @@ def test_clear_errors():
     model = SwiftFormer('xs')
     with pytest.raises(ValueError, match='multiples of 32'):
         model(torch.randn(1, 3, 100, 224))
-    with pytest.raises(KeyError, match='valid'):
+    with pytest.raises(KeyError, match='SwiftFormer arch must be one of xs, s, l1, l3'):
         SwiftFormer('m')
     with pytest.raises(ValueError, match='out_indices'):
         SwiftFormer('xs', out_indices=(0, 5))

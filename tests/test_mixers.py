@@ -203,8 +203,9 @@ def test_switch_with_one_expert_is_a_plain_mlp():
     mlp = Mlp(C, mlp_ratio=2.0)
     mlp.load_state_dict(switch.experts[0].state_dict())
     x = tokens()
-    report('Switch (1 expert) vs MLP', switch(x), mlp(x), 1e-6)
-    assert switch.aux_loss.item() == pytest.approx(0.01)
+    out, balance_loss = switch(x, return_aux_loss=True)
+    report('Switch (1 expert) vs MLP', out, mlp(x), 1e-6)
+    assert torch.equal(switch(x), out) and balance_loss.item() == pytest.approx(0.01)
 
 
 def test_switch_routes_each_token_to_its_top_expert():
@@ -308,9 +309,30 @@ def test_routing_queries_attend_within_their_clusters():
 
 
 def test_routing_centroids_move_towards_their_members():
+    """One training step is one online k-means step on the unit sphere: every normalized query and
+    key is a member of its nearest centroid (before the step), and each centroid moves towards its
+    members: the mean squared distance of the members to it decreases."""
+    torch.manual_seed(0)  # the initial centroids
     mixer = TOKEN_MIXERS.build(
         dict(type='RoutingAttention', embed_dim=C, num_heads=1, num_tokens=16, num_clusters=2, decay=0.5))
-    before = mixer.centroids.clone()
-    mixer.train()(tokens(n=16), None)
-    assert not torch.allclose(before, mixer.centroids)
+    x = tokens(n=16)
+    before = mixer.centroids.clone()  # heads, clusters, d
+    with torch.no_grad():
+        q, k, _ = mixer.split_qkv(x)
+        mixer.train()(x, None)
+    vectors = F.normalize(torch.cat([q, k], dim=2), dim=-1)[:, 0].flatten(0, 1)  # (B * 2N, d), 1 head
+    nearest = (vectors @ before[0].T).argmax(-1)
     report('Routing centroid norms', mixer.centroids.norm(dim=-1), torch.ones(1, 2), 1e-5)
+    for c in range(2):
+        members = vectors[nearest == c]
+        assert len(members) > 0  # (both clusters have members on this input)
+        old_dist = (members - before[0, c]).pow(2).sum(-1).mean().item()
+        new_dist = (members - mixer.centroids[0, c]).pow(2).sum(-1).mean().item()
+        mean_direction = F.normalize(members.mean(0), dim=0)
+        print(f'cluster {c}: {len(members)} members, mean squared distance {old_dist:.3f} -> {new_dist:.3f}, '
+              f'cosine to their mean {before[0, c] @ mean_direction:.3f} -> {mixer.centroids[0, c] @ mean_direction:.3f}')
+        assert new_dist < old_dist - 1e-3
+        assert mixer.centroids[0, c] @ mean_direction > before[0, c] @ mean_direction
+        # the EMA of the paper, decay 0.5: halfway to the members' mean, back onto the sphere
+        expected = F.normalize(0.5 * before[0, c] + 0.5 * members.mean(0), dim=0)
+        report(f'Routing centroid {c} vs EMA of its members', mixer.centroids[0, c], expected, 1e-5)

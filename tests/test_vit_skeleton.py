@@ -62,3 +62,17 @@ def test_other_input_size_uses_interpolated_pos_embed():
     out = model(torch.randn(2, 3, 96, 80))[0]
     assert out.shape == (2, 32) and torch.isfinite(out).all()
 
+
+def test_aux_losses_are_returned_by_the_forward_pass_not_kept_on_modules():
+    model = ViTWithMixer(arch=dict(embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0), img_size=64,
+                         mlp=dict(type='SwitchMlp', num_experts=2),
+                         reducers=[dict(type='DynamicViTPredictor', keep_ratio=0.5, layer=1)]).train()
+    x = torch.randn(2, 3, 64, 64)
+    feats, aux_losses = model(x, return_aux_losses=True)
+    assert feats[0].shape == (2, 32) and set(aux_losses) == {'SwitchMlp', 'DynamicViTPredictor'}
+    sum(aux_losses.values()).backward()
+    assert model.blocks[0].mlp.router.weight.grad.abs().sum() > 0
+    assert model.reducers['1'].score[0].weight.grad.abs().sum() > 0
+    leftovers = [name for name, m in model.named_modules() if hasattr(m, 'aux_loss') or hasattr(m, 'qk')]
+    assert not leftovers, f'per-forward results stored on modules: {leftovers}'
+    assert isinstance(model.eval()(x), tuple) and len(model(x)) == 1

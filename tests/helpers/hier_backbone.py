@@ -29,7 +29,7 @@ def _last_channels(backbone_cfg: dict) -> int:
 def check_pyramid(backbone_cfg: dict, num_stages: int, size: int, strides: Sequence[int]) -> None:
     """All out_indices: one NCHW map per stage at the given strides, channels as ``out_channels``."""
     backbone = CLS_MODELS.build(dict(backbone_cfg, out_indices=tuple(range(num_stages))))
-    backbone.eval()  # (mmpretrain's BaseBackbone.train returns None: no chaining)
+    backbone.eval()
     with torch.no_grad():
         outs = backbone(torch.randn(1, 3, size, size))
     assert len(outs) == num_stages

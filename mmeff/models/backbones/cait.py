@@ -16,7 +16,7 @@ from torch import nn
 
 from mmeff.registry import register_backbone
 from ..timm_twins import register_timm_twin
-from ..layers.vit_blocks import Mlp, ViTBlock
+from ..layers.vit_blocks import Mlp, TokenState, ViTBlock
 from .vit_with_mixer import VIT_ARCHS, ViTWithMixer, resolve_arch
 
 # CaiT's own sizes (the paper's Table 1) and the ViT size classes with 2 class-attention layers
@@ -85,7 +85,7 @@ class CaiT(ViTWithMixer):
                  init_cfg: Optional[dict] = None):
         size = resolve_arch(arch, CAIT_ARCHS)
         class_depth = size.pop('class_depth')
-        # the patch stage is a ViT without class token; its output pooling is replaced below.
+        # the patch stage is a ViT without class token; its readout is replaced below.
         super().__init__(size, img_size, patch_size, in_channels, qkv_bias, init_values, drop_rate,
                          drop_path_rate, norm_eps, with_cls_token=False, out_type='avg', mixer=mixer,
                          mlp=mlp, init_cfg=init_cfg)
@@ -103,12 +103,12 @@ class CaiT(ViTWithMixer):
         super().init_weights()
         trunc_normal_(self.class_token, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        patches = self.forward_patch_stage(x)  # B, N, C
-        cls = self.class_token.expand(x.shape[0], -1, -1)
+    def readout(self, tokens: torch.Tensor, state: TokenState) -> Tuple[torch.Tensor]:
+        """Patch tokens [B, N, C] -> the class token after the class-attention layers [B, C]."""
+        cls = self.class_token.expand(tokens.shape[0], -1, -1)
         for block in self.class_blocks:
-            cls = block(patches, cls)
-        return (self.norm(torch.cat([cls, patches], dim=1))[:, 0], )
+            cls = block(tokens, cls)
+        return (self.norm(torch.cat([cls, tokens], dim=1))[:, 0], )
 
 
 def timm_cait_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:

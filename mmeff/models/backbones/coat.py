@@ -21,30 +21,14 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmcv.cnn.bricks.transformer import PatchEmbed
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmeff.registry import register_backbone
 from ..layers.vit_blocks import Mlp
 from ..timm_twins import register_timm_twin
-from .vit_with_mixer import check_divisible, resolve_arch
+from .base import PyramidBackbone
 
-# Table 1 of the paper: CoaT (serial + parallel) and CoaT-Lite (serial only).
-COAT_ARCHS: Mapping[str, Mapping] = MappingProxyType({
-    'tiny': MappingProxyType(dict(embed_dims=(152, 152, 152, 152), serial_depths=(2, 2, 2, 2), parallel_depth=6,
-                                  mlp_ratios=(4, 4, 4, 4))),
-    'mini': MappingProxyType(dict(embed_dims=(152, 216, 216, 216), serial_depths=(2, 2, 2, 2), parallel_depth=6,
-                                  mlp_ratios=(4, 4, 4, 4))),
-    'small': MappingProxyType(dict(embed_dims=(152, 320, 320, 320), serial_depths=(2, 2, 2, 2), parallel_depth=6,
-                                   mlp_ratios=(4, 4, 4, 4))),
-    'lite_tiny': MappingProxyType(dict(embed_dims=(64, 128, 256, 320), serial_depths=(2, 2, 2, 2), parallel_depth=0,
-                                       mlp_ratios=(8, 8, 4, 4))),
-    'lite_mini': MappingProxyType(dict(embed_dims=(64, 128, 320, 512), serial_depths=(2, 2, 2, 2), parallel_depth=0,
-                                       mlp_ratios=(8, 8, 4, 4))),
-    'lite_small': MappingProxyType(dict(embed_dims=(64, 128, 320, 512), serial_depths=(3, 4, 6, 3), parallel_depth=0,
-                                        mlp_ratios=(8, 8, 4, 4))),
-})
 BLOCK_NORM_EPS = 1e-6
 
 
@@ -157,7 +141,7 @@ class ParallelBlock(nn.Module):
 
 
 @register_backbone
-class CoaT(BaseModule):
+class CoaT(PyramidBackbone):
     """CoaT / CoaT-Lite backbone: 4 serial stages at strides 4, 8, 16, 32 (+ parallel blocks in CoaT).
 
     Args:
@@ -169,9 +153,29 @@ class CoaT(BaseModule):
             parallel blocks, which update scales 2-4; the maps detection necks take); 'cls_token'
             returns the classifier's feature: the normalized class token of the last scale
             (CoaT-Lite) or the 1x1-conv aggregate of those of scales 2-4 (CoaT).
-        out_indices: scales to return with ``out_type='featmap'`` (0..3).
+        out_indices: scales to return with ``out_type='featmap'`` (0..3); with 'cls_token' the last one.
         drop_path_rate: stochastic depth, the same in every block (as the authors train it).
+
+    No freezing: the parallel blocks belong to scales 2-4 at once, so "the first k stages" are not
+    separable modules.
     """
+    # Table 1 of the paper: CoaT (serial + parallel) and CoaT-Lite (serial only).
+    arch_zoo = {
+        'tiny': dict(embed_dims=(152, 152, 152, 152), serial_depths=(2, 2, 2, 2), parallel_depth=6,
+                     mlp_ratios=(4, 4, 4, 4)),
+        'mini': dict(embed_dims=(152, 216, 216, 216), serial_depths=(2, 2, 2, 2), parallel_depth=6,
+                     mlp_ratios=(4, 4, 4, 4)),
+        'small': dict(embed_dims=(152, 320, 320, 320), serial_depths=(2, 2, 2, 2), parallel_depth=6,
+                      mlp_ratios=(4, 4, 4, 4)),
+        'lite_tiny': dict(embed_dims=(64, 128, 256, 320), serial_depths=(2, 2, 2, 2), parallel_depth=0,
+                          mlp_ratios=(8, 8, 4, 4)),
+        'lite_mini': dict(embed_dims=(64, 128, 320, 512), serial_depths=(2, 2, 2, 2), parallel_depth=0,
+                          mlp_ratios=(8, 8, 4, 4)),
+        'lite_small': dict(embed_dims=(64, 128, 320, 512), serial_depths=(3, 4, 6, 3), parallel_depth=0,
+                           mlp_ratios=(8, 8, 4, 4)),
+    }
+    input_multiple = 32  # the co-scale resizing needs exact 2x grids
+    out_types = ('featmap', 'cls_token')
 
     def __init__(self, arch: Union[str, Mapping] = 'lite_tiny', num_heads: int = 8,
                  crpe_windows: Mapping[int, int] = MappingProxyType({3: 2, 5: 3, 7: 3}), out_type: str = 'featmap',
@@ -180,20 +184,15 @@ class CoaT(BaseModule):
                      dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.0),
                      dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0))):
         super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
-        arch = resolve_arch(arch, COAT_ARCHS)
+        arch = self.resolve_arch(arch)
         dims, depths, mlp_ratios = arch['embed_dims'], arch['serial_depths'], arch['mlp_ratios']
         self.parallel_depth = arch['parallel_depth']
-        if out_type not in ('featmap', 'cls_token'):
-            raise ValueError(f"out_type must be 'featmap' or 'cls_token', got {out_type!r}")
+        # one feature vector, from the last scale(s), whatever out_indices say
+        self.set_out_indices(out_indices if out_type == 'featmap' else -1, len(dims), out_type)
         if sum(crpe_windows.values()) != num_heads:
             raise ValueError(f'crpe_windows {dict(crpe_windows)} must split all {num_heads} heads')
         if self.parallel_depth and len(set(dims[1:])) != 1:
             raise ValueError(f'parallel blocks need equal widths at scales 2-4, got {dims[1:]}')
-        self.out_type = out_type
-        self.out_indices = tuple(out_indices)
-        for i in self.out_indices:
-            if not 0 <= i < 4:
-                raise IndexError(f'out_indices must be in 0..3 (strides 4, 8, 16, 32), got {i}')
         self.num_features = list(dims)
 
         self.patch_embeds = nn.ModuleList([
@@ -212,6 +211,7 @@ class CoaT(BaseModule):
             head_scales = 3 if self.parallel_depth else 1
             self.norms = nn.ModuleList([nn.LayerNorm(dims[-1], eps=BLOCK_NORM_EPS) for _ in range(head_scales)])
             self.aggregate = nn.Conv1d(head_scales, 1, 1) if self.parallel_depth else None
+        self.set_stage_features(dims, (4, 8, 16, 32))
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -230,8 +230,10 @@ class CoaT(BaseModule):
             hws.append(hw)
         return xs, hws
 
+    # NOTE: PyramidBackbone's stage loop does not fit: the parallel blocks update scales 2-4 together
+    # after all serial stages, so a scale's output is known only at the end.
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), 32)  # the co-scale resizing needs exact 2x grids
+        self.check_input(x)
         xs, hws = self.forward_serial(x)
         for block in self.parallel_blocks:
             coarse = [cpe(x, hw) for cpe, x, hw in zip(self.cpes[1:], xs[1:], hws[1:])]

@@ -17,12 +17,11 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import nn
 
 from mmeff.registry import register_backbone
-from ..layers.pyramid import check_input_size, check_out_indices, drop_path_rates
-from ..layers.vit_blocks import HW, Mlp, ViTBlock
+from ..layers.vit_blocks import HW, Mlp, TokenState, ViTBlock
+from .base import PyramidBackbone
 
 
 class ConvProjection(nn.Sequential):
@@ -127,7 +126,7 @@ class CvTStage(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
         for block in self.blocks:
-            x, _ = block(x, (H, W))
+            x, _ = block(x, TokenState((H, W)))
         cls = None
         if self.cls_token is not None:
             cls, x = x[:, :1], x[:, 1:]
@@ -135,7 +134,7 @@ class CvTStage(nn.Module):
 
 
 @register_backbone
-class CvT(BaseBackbone):
+class CvT(PyramidBackbone):
     """CvT backbone, https://arxiv.org/abs/2103.15808.
 
     Args:
@@ -147,6 +146,8 @@ class CvT(BaseBackbone):
         mlp_ratio, qkv_bias: of every transformer block.
         drop_rate: dropout after the attention projection and in the MLP.
         drop_path_rate: stochastic depth, rising linearly over the blocks.
+        freeze_at, freeze_norm: freeze the first token embedding (0) and that many stages, turn the
+            BatchNorms frozen (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         '13': dict(embed_dims=(64, 192, 384), depths=(1, 2, 10), num_heads=(1, 3, 6)),
@@ -155,6 +156,8 @@ class CvT(BaseBackbone):
     }
     # Convolutional token embedding of each stage: (kernel, stride, padding).
     patch_settings = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
+    min_input_size = 16
+    out_types = ('featmap', 'cls_token')
 
     def __init__(self,
                  arch: Union[str, Mapping] = '13',
@@ -165,48 +168,45 @@ class CvT(BaseBackbone):
                  qkv_bias: bool = True,
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0,
+                 freeze_at: int = -1,
+                 freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg or [dict(type='TruncNormal', layer='Linear', std=0.02),
                                                dict(type='Constant', layer='LayerNorm', val=1.0)])
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'CvT arch must be one of {sorted(self.arch_zoo)} or a dict, got {arch!r}')
-            arch = self.arch_zoo[arch]
-        if out_type not in ('featmap', 'cls_token'):
-            raise ValueError(f"CvT out_type must be 'featmap' or 'cls_token', got {out_type!r}")
+        arch = self.resolve_arch(arch)
         embed_dims, depths, num_heads = arch['embed_dims'], arch['depths'], arch['num_heads']
         num_stages = len(embed_dims)
-        self.out_indices = check_out_indices(out_indices, num_stages, 'CvT')
-        if out_type == 'cls_token' and num_stages - 1 not in self.out_indices:
-            raise ValueError(f"CvT out_type='cls_token' replaces the last stage's map by the class token: "
-                             f'out_indices must include {num_stages - 1}, got {self.out_indices}')
-        self.out_type = out_type
-        dpr = drop_path_rates(drop_path_rate, sum(depths))
+        self.set_out_indices(out_indices, num_stages, out_type)
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
         self.stages = nn.ModuleList()
         for i in range(num_stages):
             self.stages.append(
                 CvTStage(in_channels if i == 0 else embed_dims[i - 1], embed_dims[i], depths[i], num_heads[i],
                          *self.patch_settings[i], mlp_ratio, qkv_bias, with_cls_token=i == num_stages - 1,
-                         drop_rate=drop_rate, drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])]))
+                         drop_rate=drop_rate, drop_path_rates=dpr[i]))
         self.norm = nn.LayerNorm(embed_dims[-1]) if out_type == 'cls_token' else None
-        self.out_channels = [embed_dims[i] for i in self.out_indices]
-        self.out_strides = [4 * 2**i for i in self.out_indices]
+        self.set_stage_features(embed_dims, [4 * 2**i for i in range(num_stages)])
+        self.freeze(freeze_at, freeze_norm)
 
     def init_weights(self):
         super().init_weights()
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
             trunc_normal_(self.stages[-1].cls_token, std=0.02)
 
-    def forward(self, x: torch.Tensor):
-        check_input_size(x, 'CvT', min_size=16)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, cls = stage(x)
-            if i == len(self.stages) - 1 and self.out_type == 'cls_token':
-                outs.append(self.norm(cls[:, 0]))  # B, C
-            elif i in self.out_indices:
-                outs.append(x)  # B, C, H, W
-        return tuple(outs)
+    def stem_parts(self):
+        return [self.stages[0].embed]  # no stem: the first convolutional token embedding is one
+
+    def forward_stem(self, x: torch.Tensor):
+        return x, None  # the stages pass on (map [B, C, H, W], class token [B, 1, C] or None)
+
+    def forward_stage(self, i: int, x):
+        return self.stages[i](x[0])
+
+    def forward_out(self, i: int, x) -> torch.Tensor:
+        fmap, cls = x
+        if self.returns_vector(i):
+            return self.norm(cls[:, 0])  # B, C
+        return fmap  # B, C, H, W
 
 
 # HF transformers' CvtForImageClassification names -> this module's (of an mmpretrain ImageClassifier).

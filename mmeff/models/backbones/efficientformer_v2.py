@@ -22,12 +22,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import LayerScale
 
 from mmeff.registry import register_backbone
+from ..layers.pyramid import check_divisible
 from ..timm_twins import register_timm_twin
-from .vit_with_mixer import check_divisible
+from .base import PyramidBackbone, PyramidStage
 
 BN = dict(type='BN')
 GELU = dict(type='GELU')
@@ -213,18 +213,8 @@ class EfficientFormerV2Block(nn.Module):
         return x + self.drop_path(self.ls2(self.mlp(x)))
 
 
-class EfficientFormerV2Stage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
-
-
 @register_backbone
-class EfficientFormerV2(BaseBackbone):
+class EfficientFormerV2(PyramidBackbone):
     """EfficientFormerV2 backbone (https://arxiv.org/abs/2212.08059), 4 stages at strides 4, 8, 16, 32.
 
     Args:
@@ -235,6 +225,8 @@ class EfficientFormerV2(BaseBackbone):
         out_indices: stages whose maps are returned (0..3); the last one goes through the final BatchNorm.
         drop_path_rate: stochastic depth, rising linearly over all blocks.
         layer_scale_init_value: initial LayerScale of both residual branches.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         's0': dict(embed_dims=(32, 48, 96, 176), depths=(2, 2, 6, 4), num_vit=2,
@@ -246,29 +238,24 @@ class EfficientFormerV2(BaseBackbone):
         'l': dict(embed_dims=(40, 80, 192, 384), depths=(5, 5, 15, 10), num_vit=6,
                   mlp_ratios=(4, 4, (4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4), (4, 4, 4, 3, 3, 3, 3, 4, 4, 4))),
     }
-    stride = 32
+    input_multiple = 32
 
     def __init__(self, arch: Union[str, dict] = 's0', img_size: int = 224, out_indices: Sequence[int] = (3, ),
-                 drop_path_rate: float = 0., layer_scale_init_value: float = 1e-5, init_cfg=None) -> None:
+                 drop_path_rate: float = 0., layer_scale_init_value: float = 1e-5, freeze_at: int = -1,
+                 freeze_norm: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'unknown EfficientFormerV2 arch {arch!r}; valid: {sorted(self.arch_zoo)}')
-            arch = self.arch_zoo[arch]
+        arch = self.resolve_arch(arch)
         embed_dims, depths, num_vit = arch['embed_dims'], arch['depths'], arch['num_vit']
         mlp_ratios = [r if isinstance(r, Sequence) else (r, ) * d for r, d in zip(arch['mlp_ratios'], depths)]
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in 0..3, got {out_indices}')
-        check_divisible((img_size, img_size), self.stride)
-        self.out_indices, self.embed_dims = out_indices, tuple(embed_dims)
+        self.set_out_indices(out_indices, num_stages=4)
+        check_divisible((img_size, img_size), self.input_multiple)
+        self.embed_dims = tuple(embed_dims)
 
         self.stem = nn.Sequential()
         self.stem.add_module('conv1', conv_bn(3, embed_dims[0] // 2, 3, stride=2, act=True))
         self.stem.add_module('conv2', conv_bn(embed_dims[0] // 2, embed_dims[0], 3, stride=2, act=True))
 
-        total = sum(depths)
-        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
         self.stages = nn.ModuleList()
         side = img_size // 4
         for i, depth in enumerate(depths):
@@ -284,21 +271,16 @@ class EfficientFormerV2(BaseBackbone):
             blocks = [
                 EfficientFormerV2Block(embed_dims[i], mlp_ratios[i][j], use_attn=j >= first_attn,
                                        resolution=(attn_side, attn_side), attn_stride=2 if i == 2 else None,
-                                       drop_path=dpr[sum(depths[:i]) + j],
-                                       layer_scale_init_value=layer_scale_init_value) for j in range(depth)
+                                       drop_path=dpr[i][j], layer_scale_init_value=layer_scale_init_value)
+                for j in range(depth)
             ]
-            self.stages.append(EfficientFormerV2Stage(downsample, blocks))
+            self.stages.append(PyramidStage(blocks, downsample))
         self.norm = nn.BatchNorm2d(embed_dims[-1])
+        self.set_stage_features(embed_dims, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), self.stride)
-        x = self.stem(x)  # B, C0, H/4, W/4
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # B, C_i, H/2^(i+2), W/2^(i+2)
-            if i in self.out_indices:
-                outs.append(self.norm(x) if i == 3 else x)
-        return tuple(outs)
+    def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) if i == self.num_stages - 1 else x  # B, C_i, H/2^(i+2), W/2^(i+2)
 
 
 def timm_distilled_head_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:

@@ -12,18 +12,17 @@ and r = 4 or 6. Stages 3 and 4 end with plain pre-norm attention blocks (heads o
 for global interactions. Inside a stage maps are channels-last (LayerNorm, linear layers); the pyramid
 outputs are NCHW. Inputs are multiples of 32 (exact strides 4-32; no part is tied to one resolution).
 """
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import LayerScale
 
 from mmeff.registry import register_backbone
-from ..layers.vit_blocks import HW, Mlp, ViTBlock
-from .vit_with_mixer import check_divisible
+from ..layers.vit_blocks import HW, Mlp, TokenState, ViTBlock
+from .base import PyramidBackbone
 
 
 class ConvEmbed(nn.Module):
@@ -116,13 +115,13 @@ class EfficientModStage(nn.Module):
             B, H, W, C = x.shape
             x = x.reshape(B, H * W, C)
             for block in self.attn_blocks:
-                x, _ = block(x, (H, W))
+                x, _ = block(x, TokenState((H, W)))
             x = x.reshape(B, H, W, C)
         return x
 
 
 @register_backbone
-class EfficientMod(BaseBackbone):
+class EfficientMod(PyramidBackbone):
     """EfficientMod backbone (https://arxiv.org/abs/2403.19963), 4 stages at strides 4, 8, 16, 32.
 
     Args:
@@ -134,6 +133,8 @@ class EfficientMod(BaseBackbone):
             LayerNorm.
         drop_path_rate: stochastic depth, rising linearly over all blocks.
         layer_scale_init_value: initial LayerScale of the modulation blocks.
+        freeze_at, freeze_norm: freeze the stem and that many stages (:meth:`PyramidBackbone.freeze`;
+            EfficientMod has no BatchNorm); default: nothing.
     """
     arch_zoo = {
         'xxs': dict(embed_dims=(32, 64, 128, 256), depths=(2, 2, 6, 2), attention_depths=(0, 0, 1, 2), expansion=6,
@@ -143,28 +144,20 @@ class EfficientMod(BaseBackbone):
         's': dict(embed_dims=(32, 64, 144, 312), depths=(4, 4, 8, 4), attention_depths=(0, 0, 4, 4), expansion=6,
                   attention_mlp_ratios=(4, 4, 4, 5)),
     }
-    stride = 32
+    input_multiple = 32
 
     def __init__(self, arch: Union[str, dict] = 'xxs', kernel_size: int = 7, out_indices: Sequence[int] = (3, ),
-                 drop_path_rate: float = 0., layer_scale_init_value: float = 1e-4, init_cfg=None) -> None:
+                 drop_path_rate: float = 0., layer_scale_init_value: float = 1e-4, freeze_at: int = -1,
+                 freeze_norm: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'unknown EfficientMod arch {arch!r}; valid: {sorted(self.arch_zoo)}')
-            arch = self.arch_zoo[arch]
+        arch = self.resolve_arch(arch)
         embed_dims, depths, attn_depths = arch['embed_dims'], arch['depths'], arch['attention_depths']
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in 0..3, got {out_indices}')
-        self.out_indices = out_indices
+        self.set_out_indices(out_indices, num_stages=len(depths))
 
         self.stem = ConvEmbed(3, embed_dims[0], 7, stride=4)
-        per_stage = [d + a for d, a in zip(depths, attn_depths)]
-        total = sum(per_stage)
-        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        dpr = self.drop_path_schedule(drop_path_rate, [d + a for d, a in zip(depths, attn_depths)])
         self.stages = nn.ModuleList()
-        for i, dim in enumerate(embed_dims):
-            stage_dpr = dpr[sum(per_stage[:i]):sum(per_stage[:i + 1])]
+        for i, (dim, stage_dpr) in enumerate(zip(embed_dims, dpr)):
             blocks = [
                 # r alternates 1, expansion, 1, ...
                 EfficientModBlock(dim, arch['expansion'] if j % 2 else 1, kernel_size, stage_dpr[j],
@@ -177,14 +170,12 @@ class EfficientMod(BaseBackbone):
             downsample = nn.Identity() if i == 0 else ConvEmbed(embed_dims[i - 1], dim, 3, stride=2)
             self.stages.append(EfficientModStage(downsample, blocks, attn_blocks))
         self.norm = nn.LayerNorm(embed_dims[-1])
+        self.set_stage_features(embed_dims, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), self.stride)
-        x = self.stem(x.permute(0, 2, 3, 1))  # B, H/4, W/4, C0
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # B, H/2^(i+2), W/2^(i+2), C_i
-            if i in self.out_indices:
-                out = self.norm(x) if i == 3 else x
-                outs.append(out.permute(0, 3, 1, 2).contiguous())  # B, C_i, H_i, W_i
-        return tuple(outs)
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x.permute(0, 2, 3, 1))  # the stages pass on channels-last maps B, H, W, C
+
+    def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm(x) if i == self.num_stages - 1 else x
+        return out.permute(0, 3, 1, 2).contiguous()  # B, C_i, H/2^(i+2), W/2^(i+2)

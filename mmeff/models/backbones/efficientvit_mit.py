@@ -22,23 +22,13 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_activation_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
 from mmeff.registry import CLS_MODELS, register_backbone
+from ..layers.pyramid import drop_path_rates
 from ..timm_twins import register_timm_twin
-from .vit_with_mixer import check_divisible, resolve_arch
-
-# The sizes of the authors' release: widths/depths of the stem and 4 stages, attention head dim.
-EFFICIENTVIT_ARCHS: Mapping[str, Mapping] = MappingProxyType({
-    'b0': MappingProxyType(dict(series='b', widths=(8, 16, 32, 64, 128), depths=(1, 2, 2, 2, 2), head_dim=16)),
-    'b1': MappingProxyType(dict(series='b', widths=(16, 32, 64, 128, 256), depths=(1, 2, 3, 3, 4), head_dim=16)),
-    'b2': MappingProxyType(dict(series='b', widths=(24, 48, 96, 192, 384), depths=(1, 3, 4, 4, 6), head_dim=32)),
-    'b3': MappingProxyType(dict(series='b', widths=(32, 64, 128, 256, 512), depths=(1, 4, 6, 6, 9), head_dim=32)),
-    'l1': MappingProxyType(dict(series='l', widths=(32, 64, 128, 256, 512), depths=(1, 1, 1, 6, 6), head_dim=32)),
-    'l2': MappingProxyType(dict(series='l', widths=(32, 64, 128, 256, 512), depths=(1, 2, 2, 8, 8), head_dim=32)),
-})
+from .base import PyramidBackbone, PyramidStage
 # What the two series differ in besides their sizes.
 SERIES = MappingProxyType({
     'b': MappingProxyType(dict(act_cfg=dict(type='HSwish'), norm_eps=1e-5)),
@@ -176,19 +166,8 @@ class EfficientViTModule(nn.Module):
         return self.local_module(self.context_module(x))
 
 
-class EfficientViTStage(nn.Module):
-    """A stride-2 downsampling block (no shortcut), then residual blocks."""
-
-    def __init__(self, blocks: List[nn.Module]):
-        super().__init__()
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(x)
-
-
 @register_backbone
-class EfficientViTMIT(BaseModule):
+class EfficientViTMIT(PyramidBackbone):
     """EfficientViT (MIT) backbone: a stride-2 stem, then 4 stages at strides 4, 8, 16, 32; the last
     two (the last one in the L-series) are EfficientViT modules.
 
@@ -197,23 +176,32 @@ class EfficientViTMIT(BaseModule):
             (stem + 4 stages), ``depths`` (stem + 4 stages) and ``head_dim``.
         out_indices: stages to return (0..3), NCHW maps at strides 4, 8, 16, 32.
         drop_path_rate: stochastic depth on the residual blocks, linear over the stages' blocks.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
+    # The sizes of the authors' release: widths/depths of the stem and 4 stages, attention head dim.
+    arch_zoo = {
+        'b0': dict(series='b', widths=(8, 16, 32, 64, 128), depths=(1, 2, 2, 2, 2), head_dim=16),
+        'b1': dict(series='b', widths=(16, 32, 64, 128, 256), depths=(1, 2, 3, 3, 4), head_dim=16),
+        'b2': dict(series='b', widths=(24, 48, 96, 192, 384), depths=(1, 3, 4, 4, 6), head_dim=32),
+        'b3': dict(series='b', widths=(32, 64, 128, 256, 512), depths=(1, 4, 6, 6, 9), head_dim=32),
+        'l1': dict(series='l', widths=(32, 64, 128, 256, 512), depths=(1, 1, 1, 6, 6), head_dim=32),
+        'l2': dict(series='l', widths=(32, 64, 128, 256, 512), depths=(1, 2, 2, 8, 8), head_dim=32),
+    }
+    input_multiple = 32  # every stage map is exactly H / stride
 
     def __init__(self, arch: Union[str, Mapping] = 'b0', out_indices: Sequence[int] = (3, ),
-                 drop_path_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, freeze_at: int = -1, freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0), )):
         super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
-        arch = resolve_arch(arch, EFFICIENTVIT_ARCHS)
+        arch = self.resolve_arch(arch)
         if arch['series'] not in SERIES:
             raise KeyError(f"unknown series {arch['series']!r}; choose one of {', '.join(SERIES)}")
         widths, depths, head_dim = arch['widths'], arch['depths'], arch['head_dim']
         large = arch['series'] == 'l'
         norm = dict(norm_eps=SERIES[arch['series']]['norm_eps'], act_cfg=dict(SERIES[arch['series']]['act_cfg']))
-        self.out_indices = tuple(out_indices)
-        for i in self.out_indices:
-            if not 0 <= i < 4:
-                raise IndexError(f'out_indices must be in 0..3 (strides 4, 8, 16, 32), got {i}')
+        self.set_out_indices(out_indices, num_stages=len(depths) - 1)
         self.num_features = list(widths[1:])
 
         self.stem = nn.Sequential()
@@ -222,8 +210,9 @@ class EfficientViTMIT(BaseModule):
             block = (ConvBlock if large else DSConv)(widths[0], widths[0], **norm)
             self.stem.add_module(f'res{i}', Residual(block))
 
-        num_blocks = sum(depths[1:])  # python floats: the model also builds on the meta device
-        dpr = iter([drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)])
+        # in stage order over the residual blocks, counted as the depths (which in the B-series count the
+        # downsampling block too: the last rates stay unused, as in the authors' release)
+        dpr = iter(drop_path_rates(drop_path_rate, sum(depths[1:])))
         self.stages = nn.ModuleList()
         for i, (c_in, c_out, depth) in enumerate(zip(widths[:-1], widths[1:], depths[1:])):
             attention = i >= (3 if large else 2)
@@ -240,17 +229,10 @@ class EfficientViTMIT(BaseModule):
             else:  # the downsampling MBConv counts towards the depth
                 down = MBConv(c_in, c_out, 2, 4, **norm)
                 blocks = [Residual(MBConv(c_out, c_out, 1, 4, **norm), drop_path=next(dpr)) for _ in range(depth - 1)]
-            self.stages.append(EfficientViTStage([Residual(down, shortcut=False), *blocks]))
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), 32)  # every stage map is exactly H / stride
-        x = self.stem(x)  # B, C0, H/2, W/2
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+            # a stride-2 downsampling block (no shortcut), then residual blocks
+            self.stages.append(PyramidStage([Residual(down, shortcut=False), *blocks]))
+        self.set_stage_features(self.num_features, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
 
 @CLS_MODELS.register_module()
@@ -303,6 +285,6 @@ def timm_efficientvit_mit_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:
     return converted
 
 
-for _arch in EFFICIENTVIT_ARCHS:  # smallest first
+for _arch in EfficientViTMIT.arch_zoo:  # smallest first
     register_timm_twin('efficientvit', f'hvit/efficientvit/efficientvit_{_arch}_in1k-224.py',
                        f'efficientvit_{_arch}', timm_efficientvit_mit_to_mmeff)

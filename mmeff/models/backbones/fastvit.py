@@ -23,14 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import LayerScale, SELayer
 
 from mmeff.registry import register_backbone
+from ..layers.fuse import bn_kernel, conv_bn_kernel, fused_conv, identity_kernel, merge_branches
 from ..layers.reparam import Reparameterizable
-from ..layers.repvgg import fuse_conv_bn_weights
 from ..timm_twins import register_timm_twin
-from .vit_with_mixer import check_divisible
+from .base import PyramidBackbone
 
 BN = dict(type='BN')
 
@@ -38,36 +37,6 @@ BN = dict(type='BN')
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> ConvModule:
     return ConvModule(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
                       norm_cfg=BN, act_cfg=None)
-
-
-def identity_kernel(channels: int, groups: int, kernel_size: int, like: torch.Tensor) -> torch.Tensor:
-    """The kxk (grouped) conv kernel that maps a map to itself."""
-    kernel = torch.zeros(channels, channels // groups, kernel_size, kernel_size, dtype=like.dtype, device=like.device)
-    kernel[torch.arange(channels), torch.arange(channels) % (channels // groups), kernel_size // 2,
-           kernel_size // 2] = 1
-    return kernel
-
-
-def fuse_bn_identity(bn: nn.BatchNorm2d, groups: int, kernel_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(kernel, bias) of a BatchNorm applied to the input itself (the identity branch)."""
-    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-    kernel = identity_kernel(bn.num_features, groups, kernel_size, bn.weight) * scale.reshape(-1, 1, 1, 1)
-    return kernel, bn.bias - bn.running_mean * scale
-
-
-def pad_kernel(kernel: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Centre a smaller kernel inside a ``kernel_size`` one."""
-    pad = (kernel_size - kernel.shape[-1]) // 2
-    return F.pad(kernel, [pad] * 4)
-
-
-def fused_conv(reference: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    """A conv with ``reference``'s geometry holding the fused ``kernel`` and ``bias``."""
-    conv = nn.Conv2d(reference.in_channels, kernel.shape[0], kernel.shape[-1], stride=reference.stride,
-                     padding=kernel.shape[-1] // 2, groups=reference.groups, bias=True).to(kernel)
-    conv.weight.copy_(kernel)
-    conv.bias.copy_(bias)
-    return conv
 
 
 class MobileOneBlock(nn.Module, Reparameterizable):
@@ -104,13 +73,12 @@ class MobileOneBlock(nn.Module, Reparameterizable):
 
     def fused_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The (kernel, bias) of the single conv equal to all the branches."""
-        parts = [fuse_conv_bn_weights(branch) for branch in self.conv_kxk]
+        branches = [conv_bn_kernel(branch) for branch in self.conv_kxk]
         if self.conv_scale is not None:
-            kernel, bias = fuse_conv_bn_weights(self.conv_scale)
-            parts.append((pad_kernel(kernel, self.kernel_size), bias))
+            branches.append(conv_bn_kernel(self.conv_scale))
         if self.identity is not None:
-            parts.append(fuse_bn_identity(self.identity, self.groups, self.kernel_size))
-        return sum(k for k, _ in parts), sum(b for _, b in parts)
+            branches.append(bn_kernel(self.identity, self.groups, self.kernel_size))
+        return merge_branches(branches, self.kernel_size)
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
@@ -142,10 +110,8 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
     def switch_to_deploy(self) -> None:
         if self.reparam_conv is not None:
             return
-        large_k, large_b = fuse_conv_bn_weights(self.large_conv)
-        small_k, small_b = fuse_conv_bn_weights(self.small_conv)
-        self.reparam_conv = fused_conv(self.large_conv.conv, large_k + pad_kernel(small_k, self.kernel_size),
-                                       large_b + small_b)
+        kernel, bias = merge_branches([conv_bn_kernel(self.large_conv), conv_bn_kernel(self.small_conv)])
+        self.reparam_conv = fused_conv(self.large_conv.conv, kernel, bias)
         del self.large_conv, self.small_conv
 
 
@@ -237,7 +203,7 @@ class ConvMlp(nn.Module, Reparameterizable):
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
         if isinstance(self.conv, ConvModule):
-            self.conv = fused_conv(self.conv.conv, *fuse_conv_bn_weights(self.conv))
+            self.conv = fused_conv(self.conv.conv, *conv_bn_kernel(self.conv))
 
 
 class Attention(nn.Module):
@@ -304,7 +270,7 @@ class FastViTStage(nn.Module):
 
 
 @register_backbone
-class FastViT(BaseBackbone):
+class FastViT(PyramidBackbone):
     """FastViT backbone (https://arxiv.org/abs/2303.14189), 4 stages at strides 4, 8, 16, 32.
 
     Args:
@@ -318,6 +284,8 @@ class FastViT(BaseBackbone):
             ``cls_ratio`` x width, squeeze-excitation, GELU) to the last stage's map; its channels
             become ``cls_ratio * embed_dims[-1]``. Turn off to use the bare stage-4 map.
         cls_ratio: channel expansion of ``final_conv``.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         't8': dict(embed_dims=(48, 96, 192, 384), depths=(2, 2, 4, 2), mlp_ratio=3, token_mixers=('repmixer', ) * 4),
@@ -332,24 +300,18 @@ class FastViT(BaseBackbone):
         'ma36': dict(embed_dims=(76, 152, 304, 608), depths=(6, 6, 18, 6), mlp_ratio=4,
                      token_mixers=('repmixer', ) * 3 + ('attention', )),
     }
-    stride = 32
+    input_multiple = 32
 
     def __init__(self, arch: Union[str, dict] = 't8', out_indices: Sequence[int] = (3, ), drop_path_rate: float = 0.,
                  layer_scale_init_value: float = 1e-5, final_conv: bool = True, cls_ratio: float = 2.0,
-                 init_cfg=None) -> None:
+                 freeze_at: int = -1, freeze_norm: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'unknown FastViT arch {arch!r}; valid: {sorted(self.arch_zoo)}')
-            arch = self.arch_zoo[arch]
+        arch = self.resolve_arch(arch)
         embed_dims, depths = arch['embed_dims'], arch['depths']
         for mixer in arch['token_mixers']:
             if mixer not in ('repmixer', 'attention'):
                 raise ValueError(f"token mixer {mixer!r}: use 'repmixer' or 'attention'")
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in 0..3, got {out_indices}')
-        self.out_indices = out_indices
+        self.set_out_indices(out_indices, num_stages=len(depths))
 
         # stem: 3x3 stride-2 conv, 3x3 stride-2 depth-wise conv, 1x1 conv, all MobileOne blocks
         self.stem = nn.Sequential(
@@ -357,12 +319,10 @@ class FastViT(BaseBackbone):
             MobileOneBlock(embed_dims[0], embed_dims[0], 3, stride=2, groups=embed_dims[0]),
             MobileOneBlock(embed_dims[0], embed_dims[0], 1))
 
-        total = sum(depths)
-        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
         self.stages = nn.ModuleList()
-        for i, (dim, depth, mixer) in enumerate(zip(embed_dims, depths, arch['token_mixers'])):
+        for i, (dim, block_dpr, mixer) in enumerate(zip(embed_dims, dpr, arch['token_mixers'])):
             downsample = nn.Identity() if i == 0 else PatchEmbed(embed_dims[i - 1], dim)
-            block_dpr = dpr[sum(depths[:i]):sum(depths[:i + 1])]
             if mixer == 'attention':
                 pos_emb = RepCPE(dim)
                 blocks = [AttentionBlock(dim, arch['mlp_ratio'], p, layer_scale_init_value) for p in block_dpr]
@@ -372,16 +332,16 @@ class FastViT(BaseBackbone):
             self.stages.append(FastViTStage(downsample, pos_emb, blocks))
         self.final_conv = MobileOneBlock(embed_dims[-1], int(embed_dims[-1] * cls_ratio), 3,
                                          groups=embed_dims[-1], use_se=True) if final_conv else None
+        channels = list(embed_dims)
+        if final_conv:
+            channels[-1] = int(embed_dims[-1] * cls_ratio)
+        self.set_stage_features(channels, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), self.stride)
-        x = self.stem(x)  # B, C0, H/4, W/4
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # B, C_i, H/2^(i+2), W/2^(i+2)
-            if i in self.out_indices:
-                outs.append(self.final_conv(x) if i == 3 and self.final_conv is not None else x)
-        return tuple(outs)
+    def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if i == self.num_stages - 1 and self.final_conv is not None:
+            return self.final_conv(x)
+        return x  # B, C_i, H/2^(i+2), W/2^(i+2)
 
 
 def timm_fastvit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:

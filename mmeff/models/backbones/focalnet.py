@@ -14,11 +14,9 @@ layers computed as 1x1 convolutions); the focal levels run on channels-first vie
 Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps every linear layer as a 1x1 conv
 weight: the converter reshapes).
 """
-from types import MappingProxyType
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
@@ -26,14 +24,7 @@ import torch.nn.functional as F
 from mmeff.registry import register_backbone
 from ..layers.vit_blocks import Mlp
 from ..timm_twins import register_timm_twin
-from .vit_with_mixer import check_divisible, resolve_arch
-
-# Table 1 of the paper (one source of truth: base is 128 wide, not small's 96).
-FOCALNET_ARCHS: Mapping[str, Mapping] = MappingProxyType({
-    'tiny': MappingProxyType(dict(embed_dim=96, depths=(2, 2, 6, 2))),
-    'small': MappingProxyType(dict(embed_dim=96, depths=(2, 2, 18, 2))),
-    'base': MappingProxyType(dict(embed_dim=128, depths=(2, 2, 18, 2))),
-})
+from .base import PyramidBackbone
 
 
 class MapLinear(nn.Linear):
@@ -130,7 +121,7 @@ class FocalNetStage(nn.Module):
 
 
 @register_backbone
-class FocalNet(BaseModule):
+class FocalNet(PyramidBackbone):
     """FocalNet backbone: 4 stages at strides 4, 8, 16, 32 with widths ``embed_dim * 2**i``.
 
     Args:
@@ -141,45 +132,52 @@ class FocalNet(BaseModule):
         out_indices: stages to return (0..3) as NCHW maps; the last stage's map goes through the
             final LayerNorm.
         drop_path_rate: stochastic depth, linear over all blocks.
+        freeze_at, freeze_norm: freeze the stem and that many stages (:meth:`PyramidBackbone.freeze`;
+            FocalNet has no BatchNorm); default: nothing.
     """
+    # Table 1 of the paper (one source of truth: base is 128 wide, not small's 96).
+    arch_zoo = {
+        'tiny': dict(embed_dim=96, depths=(2, 2, 6, 2)),
+        'small': dict(embed_dim=96, depths=(2, 2, 18, 2)),
+        'base': dict(embed_dim=128, depths=(2, 2, 18, 2)),
+    }
+    input_multiple = 32  # every stage map is exactly H / stride
 
     def __init__(self, arch: Union[str, Mapping] = 'tiny', focal_level: int = 2, focal_window: int = 3,
                  mlp_ratio: float = 4.0, out_indices: Sequence[int] = (3, ), drop_path_rate: float = 0.2,
+                 freeze_at: int = -1, freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0),
                      dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0))):
         super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
-        arch = resolve_arch(arch, FOCALNET_ARCHS)
+        arch = self.resolve_arch(arch)
         depths = arch['depths']
         if focal_level < 1:
             raise ValueError(f'focal_level must be >= 1 (the paper uses 2 "srf" and 3 "lrf"), got {focal_level}')
-        self.out_indices = tuple(out_indices)
-        for i in self.out_indices:
-            if not 0 <= i < len(depths):
-                raise IndexError(f'out_indices must be in 0..{len(depths) - 1}, got {i}')
+        self.set_out_indices(out_indices, num_stages=len(depths))
         self.num_features = [arch['embed_dim'] * 2 ** i for i in range(len(depths))]
 
         self.stem = PatchEmbed(3, self.num_features[0], 4)
-        num_blocks = sum(depths)
-        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             self.layers.append(FocalNetStage(
                 self.num_features[max(i - 1, 0)], self.num_features[i], depth, downsample=i > 0,
-                drop_paths=dpr[sum(depths[:i]):sum(depths[:i + 1])], focal_level=focal_level,
-                focal_window=focal_window, mlp_ratio=mlp_ratio))
+                drop_paths=dpr[i], focal_level=focal_level, focal_window=focal_window, mlp_ratio=mlp_ratio))
         self.norm = nn.LayerNorm(self.num_features[-1])
+        self.set_stage_features(self.num_features, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), 32)  # every stage map is exactly H / stride
-        x = self.stem(x.permute(0, 2, 3, 1))  # B, H/4, W/4, C
-        outs = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i in self.out_indices:
-                out = self.norm(x) if i == len(self.layers) - 1 else x
-                outs.append(out.permute(0, 3, 1, 2).contiguous())  # B, C, H, W
-        return tuple(outs)
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.layers  # the authors' (and timm's) name
+
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.stem(x.permute(0, 2, 3, 1))  # the stages pass on channels-last maps B, H, W, C
+
+    def forward_out(self, i: int, x: Tensor) -> Tensor:
+        out = self.norm(x) if i == self.num_stages - 1 else x
+        return out.permute(0, 3, 1, 2).contiguous()  # B, C, H, W
 
 
 def timm_focalnet_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:

@@ -25,11 +25,10 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import nn
 
 from mmeff.registry import register_backbone
-from ..layers.pyramid import check_input_size, check_out_indices
+from .base import PyramidBackbone
 
 
 class HaloAttention(nn.Module):
@@ -130,7 +129,7 @@ class HaloBottleneck(nn.Module):
 
 
 @register_backbone
-class HaloNet(BaseBackbone):
+class HaloNet(PyramidBackbone):
     """HaloNet backbone, https://arxiv.org/abs/2103.12731.
 
     Args:
@@ -139,6 +138,8 @@ class HaloNet(BaseBackbone):
             width / stage width) and ``l3`` (depth of the third stage).
         out_indices: stages to return (0..3: strides 4, 8, 16, 32), as NCHW maps.
         num_heads: attention heads of every block.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         'h0': dict(block_size=8, halo_size=3, rv=1.0, rb=0.5, l3=7),
@@ -146,21 +147,21 @@ class HaloNet(BaseBackbone):
         'h2': dict(block_size=8, halo_size=3, rv=1.0, rb=1.25, l3=11),
     }
     stage_widths = (64, 128, 256, 512)
+    input_multiple = 32
 
     def __init__(self,
                  arch: Union[str, Mapping] = 'h0',
                  in_channels: int = 3,
                  out_indices: Sequence[int] = (3, ),
                  num_heads: int = 8,
+                 freeze_at: int = -1,
+                 freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg or [dict(type='Kaiming', layer='Conv2d', mode='fan_out'),
                                                dict(type='Constant', layer='_BatchNorm', val=1.0)])
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'HaloNet arch must be one of {sorted(self.arch_zoo)} or a dict, got {arch!r}')
-            arch = self.arch_zoo[arch]
+        arch = self.resolve_arch(arch)
         depths = (3, 3, arch['l3'], 3)
-        self.out_indices = check_out_indices(out_indices, len(depths), 'HaloNet')
+        self.set_out_indices(out_indices, len(depths))
         norm_cfg = dict(type='BN')
         self.stem = nn.Sequential(
             ConvModule(in_channels, 64, 7, 2, 3, norm_cfg=norm_cfg), nn.MaxPool2d(3, 2, 1))
@@ -176,8 +177,8 @@ class HaloNet(BaseBackbone):
                                    block_size=arch['block_size'], halo_size=arch['halo_size']))
                 channels = out_channels
             self.stages.append(nn.Sequential(*blocks))
-        self.out_channels = [int(self.stage_widths[i] * arch['rb']) for i in self.out_indices]
-        self.out_strides = [4 * 2**i for i in self.out_indices]
+        self.set_stage_features([int(w * arch['rb']) for w in self.stage_widths], (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
     def init_weights(self):
         super().init_weights()
@@ -185,13 +186,3 @@ class HaloNet(BaseBackbone):
             for m in self.modules():  # each residual block starts as the identity (zero last BN)
                 if isinstance(m, HaloBottleneck):
                     nn.init.zeros_(m.conv3.bn.weight)
-
-    def forward(self, x: torch.Tensor):
-        check_input_size(x, 'HaloNet', multiple=32)
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)

@@ -19,7 +19,7 @@ from mmdet.utils import ConfigType
 from torch import Tensor
 
 from mmeff.registry import register_backbone
-from .presnet import FreezableBackbone
+from .base import PyramidBackbone
 
 
 class _Stem(nn.Module):
@@ -108,13 +108,13 @@ class _HGStage(nn.Module):
 
 
 @register_backbone
-class HGNetv2(FreezableBackbone):
+class HGNetv2(PyramidBackbone):
     """HGNetv2 (PP-HGNetV2) backbone of RT-DETR-L/X, https://arxiv.org/abs/2304.08069.
 
     Not in mmdet or mmpretrain, so written here.
 
     Args:
-        arch: 'L' (RT-DETR-L), 'X' (RT-DETR-X) or 'H' (RT-DETRv2-H); see ``arch_settings``.
+        arch: 'L' (RT-DETR-L), 'X' (RT-DETR-X) or 'H' (RT-DETRv2-H); see ``arch_zoo``.
         out_indices: stages to return; (1, 2, 3) are S3, S4, S5 (strides 8, 16, 32).
         freeze_at: -1 nothing, 0 the stem (the paper's setting), k the stem and k stages.
         freeze_norm: replace every BatchNorm by a frozen one (the paper's setting: True).
@@ -122,7 +122,7 @@ class HGNetv2(FreezableBackbone):
     """
     # stem: (mid, out) channels; stages: (in, mid, out, num_blocks, downsample, light_block,
     # kernel_size, layer_num), each derived from the official checkpoints' shapes.
-    arch_settings = {
+    arch_zoo = {
         'L': dict(stem_channels=(32, 48),
                   stages=((48, 48, 128, 1, False, False, 3, 6),
                           (128, 96, 512, 1, True, False, 3, 6),
@@ -148,26 +148,14 @@ class HGNetv2(FreezableBackbone):
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if arch not in self.arch_settings:
-            raise KeyError(f'HGNetv2 arch must be one of {sorted(self.arch_settings)}, got {arch!r}')
-        settings = self.arch_settings[arch]
+        settings = self.resolve_arch(arch)
         stages = settings['stages']
-        assert all(0 <= i < len(stages) for i in out_indices), \
-            f'out_indices must index the {len(stages)} stages (S3,S4,S5 = 1,2,3), got {out_indices}'
         self.arch = arch
-        self.out_indices = tuple(out_indices)
+        self.set_out_indices(out_indices, num_stages=len(stages))
         self.stem = _Stem(*settings['stem_channels'], norm_cfg=norm_cfg)
         self.stages = nn.ModuleList([_HGStage(*stage, norm_cfg=norm_cfg) for stage in stages])
-        self.out_channels = [stages[i][2] for i in self.out_indices]
-        self.out_strides = [2**(i + 2) for i in self.out_indices]
-        self._setup_freezing(freeze_at, freeze_norm)
-
-    @property
-    def stage_modules(self) -> nn.ModuleList:
-        return self.stages
-
-    def forward_stem(self, x: Tensor) -> Tensor:
-        return self.stem(x)
+        self.set_stage_features([stage[2] for stage in stages], (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
 
 def official_key_to_mmeff(key: str) -> str:

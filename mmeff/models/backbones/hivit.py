@@ -18,15 +18,16 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.backbones.hivit import BlockWithRPE, PatchEmbed, PatchMerge
 from mmpretrain.models.utils import build_norm_layer, resize_pos_embed, to_2tuple
 
 from mmeff.registry import register_backbone
+from ..layers.pyramid import drop_path_rates
+from .base import PyramidBackbone
 
 
 @register_backbone
-class HiViTPyramid(BaseBackbone):
+class HiViTPyramid(PyramidBackbone):
     """HiViT returning the maps of its three stages.
 
     Args:
@@ -42,6 +43,9 @@ class HiViTPyramid(BaseBackbone):
         out_indices (Sequence[int]): stages to return, 0 (stride 4) to 2 (stride 16).
         out_type (str): 'featmap' returns NCHW maps; 'avg_featmap' returns the last stage averaged
             over tokens and normalized (the official classifier's ``fc_norm``), for a head without neck.
+
+    No freezing: the stages are slices of one flat block list (MMPretrain's layout) and the position
+    embedding is a parameter of the whole model.
     """
     # the paper's sizes (19.2M / 37.5M / 66.4M parameters); MMPretrain's 'base' has 24 attention blocks (79M),
     # not the official 20
@@ -50,6 +54,7 @@ class HiViTPyramid(BaseBackbone):
         **dict.fromkeys(['s', 'small'], dict(embed_dims=384, depths=(2, 2, 20), num_heads=6)),
         **dict.fromkeys(['b', 'base'], dict(embed_dims=512, depths=(2, 2, 20), num_heads=8)),
     }
+    out_types = ('featmap', 'avg_featmap')
 
     def __init__(self,
                  arch='tiny',
@@ -70,17 +75,10 @@ class HiViTPyramid(BaseBackbone):
                  norm_cfg=dict(type='LN'),
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch.lower() not in self.arch_zoo:
-                raise KeyError(f'unknown HiViT arch {arch!r}: choose one of {sorted(set(self.arch_zoo))}')
-            arch = self.arch_zoo[arch.lower()]
+        arch = self.resolve_arch(arch.lower() if isinstance(arch, str) else arch)
         self.embed_dims, depths, num_heads = arch['embed_dims'], list(arch['depths']), arch['num_heads']
         num_stages = len(depths)
-        if not all(0 <= i < num_stages for i in out_indices):
-            raise ValueError(f'out_indices {tuple(out_indices)}: HiViT has stages 0..{num_stages - 1}')
-        if out_type not in ('featmap', 'avg_featmap'):
-            raise ValueError(f"out_type must be 'featmap' or 'avg_featmap', got {out_type!r}")
-        self.out_indices, self.out_type = tuple(out_indices), out_type
+        self.set_out_indices(out_indices, num_stages, out_type)
         self.patch_size, self.inner_patches = patch_size, inner_patches
         self.img_size = to_2tuple(img_size)
         if any(s % patch_size for s in self.img_size):
@@ -97,7 +95,7 @@ class HiViTPyramid(BaseBackbone):
         # an attention-free stage holds two MLP blocks per depth unit, and the drop-path schedule counts
         # each of them (the official rule); plain floats so that a meta-device build works
         num_blocks = sum(depths) + sum(depths[:-1])
-        dpr = iter([drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)])
+        dpr = iter(drop_path_rates(drop_path_rate, num_blocks))
         self.blocks = nn.ModuleList()  # flat, as MMPretrain's HiViT, so that its checkpoints load
         self.stage_ends = []
         for stage, depth in enumerate(depths):
@@ -114,11 +112,8 @@ class HiViTPyramid(BaseBackbone):
                 dim *= 2
         self.num_main_blocks = depths[-1]
         self.fc_norm = build_norm_layer(norm_cfg, self.embed_dims) if out_type == 'avg_featmap' else None
-
-    def train(self, mode: bool = True):
-        # MMPretrain's backbones return None from train(); keep nn.Module's contract so `model.eval()` chains
-        super().train(mode)
-        return self
+        self.set_stage_features([self.embed_dims // 2**(num_stages - 1 - i) for i in range(num_stages)],
+                                [patch_size // inner_patches * 2**i for i in range(num_stages)])
 
     def init_weights(self):
         super().init_weights()
@@ -141,6 +136,8 @@ class HiViTPyramid(BaseBackbone):
         return x.reshape(B, grid[0], grid[1], k, k, C).permute(0, 5, 1, 3, 2, 4).reshape(
             B, C, grid[0] * k, grid[1] * k)
 
+    # NOTE: PyramidBackbone's stage loop does not fit: the first stages run on the sub-patches of every
+    # token, and all stages share one flat block list, with patch merging between them.
     def forward(self, x: torch.Tensor) -> tuple:
         grid = self._check_size(tuple(x.shape[-2:]))
         x = self.patch_embed(x)  # B, N, 4, 4, C/4

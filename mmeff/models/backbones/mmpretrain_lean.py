@@ -13,9 +13,11 @@ on a CPU the models trailed their timm twins (docs/results/timm_twins):
 
 :func:`make_lean` removes them from a built model: the mask of the last map size is kept, the FFN runs its own
 forward, and the merging gathers cells in timm's cheap order with its weights permuted to match (outputs equal
-to float rounding). The backbones below apply it after MMPretrain's constructor; nothing else differs.
+to float rounding). The backbones below apply it after MMPretrain's constructor and keep mmeff's backbone
+contract where MMPretrain's forward allows it (:class:`LeanOnInit`); nothing else differs.
 """
-from typing import Optional, Tuple
+import inspect
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from mmpretrain.models.utils import PatchMerging, ShiftWindowMSA
 from torch import nn
 
 from mmeff.registry import register_backbone
+from ..layers.pyramid import check_out_indices, resolve_arch
 from .mmpretrain_twins import unfold_merge_order
 
 
@@ -129,21 +132,73 @@ def make_lean(model: nn.Module) -> nn.Module:
 class LeanOnInit:
     """Mixin for an MMPretrain backbone class: build it as MMPretrain does, then apply :func:`make_lean`.
 
-    ``train()`` returns the module, nn.Module's contract (MMPretrain's Swin and XCiT return None), so that
-    ``model.eval()`` chains.
+    It also gives the model mmeff's backbone contract (``base.PyramidBackbone``) where that needs no change
+    to MMPretrain's forward: the size name and ``out_indices`` are checked before MMPretrain builds, with
+    mmeff's errors (MMPretrain asserts, or for Swin silently returns nothing for a negative index: here
+    negative indices count from the last stage); ``out_channels`` / ``out_strides`` describe the outputs
+    (stride None where an output is not a map); ``train()`` returns the module, nn.Module's contract
+    (MMPretrain's Swin and XCiT return None), so that ``model.eval()`` chains.
+
+    A class says how many outputs it indexes (``_num_outputs``) and what they are (``_output_features``).
     """
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        bound = inspect.signature(super().__init__).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        num_stages = self._num_outputs(arguments)
+        out_indices = check_out_indices(arguments['out_indices'], num_stages, type(self).__name__)
+        arguments['out_indices'] = self._mmpretrain_out_indices(out_indices, num_stages)
+        super().__init__(*bound.args, **bound.kwargs)
         make_lean(self)
+        self.num_stages = num_stages
+        self.out_channels, self.out_strides = self._output_features(arguments)
+
+    @classmethod
+    def _arch(cls, arguments: Dict[str, Any]) -> dict:
+        """The size the ``arch`` argument names in MMPretrain's table (lower case, as MMPretrain reads it)."""
+        arch = arguments['arch']
+        return resolve_arch(arch.lower() if isinstance(arch, str) else arch, cls.arch_zoo, cls.__name__)
+
+    @classmethod
+    def _num_outputs(cls, arguments: Dict[str, Any]) -> int:
+        raise NotImplementedError
+
+    def _output_features(self, arguments: Dict[str, Any]) -> Tuple[List[int], List[Optional[int]]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _mmpretrain_out_indices(out_indices: Tuple[int, ...], num_stages: int) -> List[int]:
+        """The checked indices as the MMPretrain class takes them."""
+        return list(out_indices)
 
     def train(self, mode: bool = True):
         super().train(mode)
         return self
 
 
+class LeanSwinOnInit(LeanOnInit):
+    """:class:`LeanOnInit` for MMPretrain's Swin (V1 and V2): 4 stages at strides ``patch_size * 2**i``."""
+
+    @classmethod
+    def _num_outputs(cls, arguments: Dict[str, Any]) -> int:
+        return len(cls._arch(arguments)['depths'])
+
+    def _output_features(self, arguments: Dict[str, Any]) -> Tuple[List[int], List[Optional[int]]]:
+        channels, strides = [], []
+        for i in self.out_indices:
+            if 'out_after_downsample' in arguments:  # V1: a stage ends with the merging into the next one
+                merged = arguments['out_after_downsample'] and self.stages[i].downsample is not None
+                channels.append(self.num_features[i])
+            else:  # V2: a stage starts with the merging
+                merged = False
+                channels.append(self.stages[i].out_channels)
+            strides.append(arguments['patch_size'] * 2**(i + merged))
+        return channels, strides
+
+
 @register_backbone
-class LeanSwinTransformer(LeanOnInit, SwinTransformer):
+class LeanSwinTransformer(LeanSwinOnInit, SwinTransformer):
     """MMPretrain's ``SwinTransformer`` (Liu et al., https://arxiv.org/abs/2103.14030), same arguments and
     weights, made lean."""
 
@@ -151,10 +206,31 @@ class LeanSwinTransformer(LeanOnInit, SwinTransformer):
 @register_backbone
 class LeanMlpMixer(LeanOnInit, MlpMixer):
     """MMPretrain's ``MlpMixer`` (Tolstikhin et al., https://arxiv.org/abs/2105.01601), same arguments and
-    weights, made lean."""
+    weights, made lean. Its outputs are token sequences [B, C, N] (no stride)."""
+
+    @classmethod
+    def _num_outputs(cls, arguments: Dict[str, Any]) -> int:
+        return cls._arch(arguments)['num_layers']
+
+    @staticmethod
+    def _mmpretrain_out_indices(out_indices: Tuple[int, ...], num_stages: int) -> List[int]:
+        # MMPretrain 1.2's MlpMixer rejects every index >= 0 (its check is inverted): pass them from the end
+        return [i - num_stages for i in out_indices]
+
+    def _output_features(self, arguments: Dict[str, Any]) -> Tuple[List[int], List[Optional[int]]]:
+        return [self.embed_dims] * len(self.out_indices), [None] * len(self.out_indices)
 
 
 @register_backbone
 class LeanXCiT(LeanOnInit, XCiT):
     """MMPretrain's ``XCiT`` (El-Nouby et al., https://arxiv.org/abs/2106.09681), same arguments and weights,
-    made lean (its blocks' mmcv FFNs)."""
+    made lean (its blocks' mmcv FFNs). ``out_indices`` index its ``depth + cls_attn_layers`` layers; only
+    ``out_type='featmap'`` gives maps (stride ``patch_size``)."""
+
+    @classmethod
+    def _num_outputs(cls, arguments: Dict[str, Any]) -> int:
+        return arguments['depth'] + arguments['cls_attn_layers']
+
+    def _output_features(self, arguments: Dict[str, Any]) -> Tuple[List[int], List[Optional[int]]]:
+        stride = arguments['patch_size'] if self.out_type == 'featmap' else None
+        return [self.embed_dims] * len(self.out_indices), [stride] * len(self.out_indices)

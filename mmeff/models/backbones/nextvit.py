@@ -12,45 +12,19 @@ the BN in front of every linear layer folds into it for inference (``switch_to_d
 Module names follow the authors' release (and timm's ``nextvit_*``) so that weights map 1:1; the
 stem is mmcv's ``ConvModule`` (``bn`` where they say ``norm``, renamed in the converter).
 """
-from types import MappingProxyType
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, fuse_conv_bn
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmeff.registry import register_backbone
+from ..layers.fuse import bn_affine, fold_affine_into
 from ..layers.reparam import Reparameterizable
 from ..timm_twins import register_timm_twin
-from .vit_with_mixer import check_divisible, resolve_arch
-
-# Table 1 of the paper: the sizes differ only in the depth of stage 3 (in repeats of 4 NCB + 1 NTB).
-NEXTVIT_ARCHS: Mapping[str, Mapping] = MappingProxyType({
-    'small': MappingProxyType(dict(depths=(3, 4, 10, 3))),
-    'base': MappingProxyType(dict(depths=(3, 4, 20, 3))),
-    'large': MappingProxyType(dict(depths=(3, 4, 30, 3))),
-})
-
-
-def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[Tensor, Tensor]:
-    """(scale, shift) of a BatchNorm in eval mode: ``bn(x) = scale * x + shift`` per channel."""
-    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-    return scale, bn.bias - bn.running_mean * scale
-
-
-@torch.no_grad()
-def fold_affine_into(layer: Union[nn.Linear, nn.Conv2d], scale: Tensor, shift: Tensor) -> None:
-    """Make ``layer(x)`` compute ``layer(scale * x + shift)`` (per input channel; 1x1 convs and
-    linears only, where the affine map commutes with the layer's sum over input channels)."""
-    weight = layer.weight.flatten(1)  # out, in
-    bias = weight @ shift
-    if layer.bias is not None:
-        bias = bias + layer.bias
-    layer.weight.copy_((weight * scale).reshape(layer.weight.shape))
-    layer.bias = nn.Parameter(bias)
+from .base import PyramidBackbone, PyramidStage
 
 
 class Downsample(nn.Module):
@@ -216,19 +190,8 @@ class NTB(nn.Module, Reparameterizable):
         fuse_conv_bn(self)  # the BNs after the patch-embedding, projection and MHCA convs
 
 
-class NextStage(nn.Module):
-    """The blocks of one stage; the first one changes width/resolution."""
-
-    def __init__(self, blocks: List[nn.Module]):
-        super().__init__()
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(x)
-
-
 @register_backbone
-class NextViT(BaseModule, Reparameterizable):
+class NextViT(PyramidBackbone, Reparameterizable):
     """Next-ViT backbone: a 4-conv stem (stride 4), then 4 stages at strides 4, 8, 16, 32.
 
     Args:
@@ -240,23 +203,30 @@ class NextViT(BaseModule, Reparameterizable):
         out_indices: stages to return (0..3), NCHW maps at strides 4, 8, 16, 32; the last stage's map
             goes through the final BatchNorm.
         drop_path_rate: stochastic depth, linear over all blocks.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
+    # Table 1 of the paper: the sizes differ only in the depth of stage 3 (in repeats of 4 NCB + 1 NTB).
+    arch_zoo = {
+        'small': dict(depths=(3, 4, 10, 3)),
+        'base': dict(depths=(3, 4, 20, 3)),
+        'large': dict(depths=(3, 4, 30, 3)),
+    }
     # the widths of the paper's Table 1: a stage's blocks as (type, width) repeats
     STAGE_WIDTHS = ((96, ), (192, 256), (384, 512), (768, 1024))
+    input_multiple = 32  # every stage map is exactly H / stride
 
     def __init__(self, arch: Union[str, Mapping] = 'small', stem_channels: Sequence[int] = (64, 32, 64),
                  head_dim: int = 32, sr_ratios: Sequence[int] = (8, 4, 2, 1), mix_block_ratio: float = 0.75,
-                 out_indices: Sequence[int] = (3, ), drop_path_rate: float = 0.1,
+                 out_indices: Sequence[int] = (3, ), drop_path_rate: float = 0.1, freeze_at: int = -1,
+                 freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0), )):
         super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
-        depths = resolve_arch(arch, NEXTVIT_ARCHS)['depths']
+        depths = self.resolve_arch(arch)['depths']
         if depths[2] % 5:
             raise ValueError(f'stage 3 repeats 4 NCB + 1 NTB, so its depth must be a multiple of 5, got {depths[2]}')
-        self.out_indices = tuple(out_indices)
-        for i in self.out_indices:
-            if not 0 <= i < 4:
-                raise IndexError(f'out_indices must be in 0..3 (strides 4, 8, 16, 32), got {i}')
+        self.set_out_indices(out_indices, num_stages=len(depths))
         self.num_features = [self.STAGE_WIDTHS[i][-1] for i in range(4)]
 
         self.stem = nn.Sequential(*[
@@ -264,23 +234,24 @@ class NextViT(BaseModule, Reparameterizable):
                        act_cfg=dict(type='ReLU', inplace=True))
             for c_in, c_out, stride in zip((3, *stem_channels), (*stem_channels, stem_channels[-1]), (2, 1, 1, 2))
         ])
-        num_blocks = sum(depths)  # python floats: the model also builds on the meta device
-        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
         in_channels, stages = stem_channels[-1], []
         for i, depth in enumerate(depths):
             blocks = []
             for j, (kind, width) in enumerate(self.block_layout(i, depth)):
                 stride = 2 if j == 0 and i > 0 else 1
-                common = dict(stride=stride, head_dim=head_dim, drop_path=dpr.pop(0))
+                common = dict(stride=stride, head_dim=head_dim, drop_path=dpr[i][j])
                 if kind == 'NCB':
                     blocks.append(NCB(in_channels, width, **common))
                 else:
                     blocks.append(NTB(in_channels, width, sr_ratio=sr_ratios[i], mix_block_ratio=mix_block_ratio,
                                       **common))
                 in_channels = width
-            stages.append(NextStage(blocks))
+            stages.append(PyramidStage(blocks))  # the first block changes width/resolution
         self.stages = nn.ModuleList(stages)
         self.norm = nn.BatchNorm2d(in_channels)
+        self.set_stage_features(self.num_features, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
     def block_layout(self, stage: int, depth: int) -> List[Tuple[str, int]]:
         """(block type, width) of every block of a stage, as in the paper's Table 1."""
@@ -296,17 +267,8 @@ class NextViT(BaseModule, Reparameterizable):
         calls all of them). The final BN stays: it follows a residual sum."""
         fuse_conv_bn(self.stem)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), 32)  # every stage map is exactly H / stride
-        x = self.stem(x)  # B, 64, H/4, W/4
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i == len(self.stages) - 1:
-                x = self.norm(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+    def forward_out(self, i: int, x: Tensor) -> Tensor:
+        return self.norm(x) if i == self.num_stages - 1 else x
 
 
 def timm_nextvit_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:

@@ -8,63 +8,15 @@ Module names mirror the official checkpoints (``conv1.conv1_1``, ``res_layers.{i
 official code says ``norm``: see :func:`official_key_to_mmeff`.
 """
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch.nn as nn
 from mmcv.cnn import ConvModule
-from mmdet.models.layers import FrozenBatchNorm2d
 from mmdet.utils import ConfigType
-from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import register_backbone
-
-
-class FreezableBackbone(BaseModule):
-    """Stem + stages backbone returning ``out_indices`` stages, with RT-DETR's freezing.
-
-    ``freeze_at = -1`` freezes nothing, ``0`` the stem, ``k > 0`` the stem and the first ``k``
-    stages; frozen parts get ``requires_grad=False`` and stay in eval mode in ``train()``.
-    ``freeze_norm`` turns every BatchNorm into mmdet's ``FrozenBatchNorm2d``, which holds exactly
-    the four tensors of the official checkpoints as buffers (no gradient, no statistics update).
-    Subclasses provide ``stem`` and ``stage_modules`` (modules) and ``forward_stem``.
-    """
-    out_indices: Tuple[int, ...]
-
-    def forward_stem(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        x = self.forward_stem(x)
-        outs = []
-        for i, stage in enumerate(self.stage_modules):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    def _setup_freezing(self, freeze_at: int, freeze_norm: bool) -> None:
-        num_stages = len(self.stage_modules)
-        assert -1 <= freeze_at <= num_stages, (
-            f'freeze_at must be -1 (nothing), 0 (stem) or 1..{num_stages} (stem and that many '
-            f'stages), got {freeze_at}')
-        self.freeze_at = freeze_at
-        if freeze_norm:
-            FrozenBatchNorm2d.convert_frozen_batchnorm(self)
-        for module in self._frozen_modules():
-            module.requires_grad_(False)
-        self.train(self.training)
-
-    def _frozen_modules(self) -> List[nn.Module]:
-        if self.freeze_at < 0:
-            return []
-        return [self.stem, *self.stage_modules[:self.freeze_at]]
-
-    def train(self, mode: bool = True) -> 'FreezableBackbone':
-        super().train(mode)
-        for module in self._frozen_modules():
-            module.eval()
-        return self
+from .base import PyramidBackbone
 
 
 class _ResBlock(nn.Module):
@@ -147,7 +99,7 @@ class _Stage(nn.Module):
 
 
 @register_backbone
-class PResNet(FreezableBackbone):
+class PResNet(PyramidBackbone):
     """ResNet-vd backbone of RT-DETR ("PResNet" in the official code).
 
     https://arxiv.org/abs/2304.08069 (backbone), https://arxiv.org/abs/1812.01187 (variant d).
@@ -157,7 +109,7 @@ class PResNet(FreezableBackbone):
     stage of R18/R34 has no projection shortcut), so PResNet is written here.
 
     Args:
-        depth: 18, 34, 50 or 101; picks the block type and the paper's freezing from ``arch_settings``.
+        depth: 18, 34, 50 or 101; picks the block type and the paper's freezing from ``arch_zoo``.
         out_indices: stages to return; (1, 2, 3) are S3, S4, S5 (strides 8, 16, 32).
         freeze_at: -1 nothing, 0 the stem, k the stem and the first k stages. ``None``: the
             paper's setting (R50/R101: 0, R18/R34: -1).
@@ -166,7 +118,7 @@ class PResNet(FreezableBackbone):
         norm_cfg: BatchNorm config of the trainable norms (e.g. ``dict(type='SyncBN')``).
     """
     # depth -> (block, blocks per stage, paper's freeze_at, paper's freeze_norm)
-    arch_settings = {
+    arch_zoo = {
         18: dict(block=_BasicBlock, stage_blocks=(2, 2, 2, 2), freeze_at=-1, freeze_norm=False),
         34: dict(block=_BasicBlock, stage_blocks=(3, 4, 6, 3), freeze_at=-1, freeze_norm=False),
         50: dict(block=_Bottleneck, stage_blocks=(3, 4, 6, 3), freeze_at=0, freeze_norm=True),
@@ -183,13 +135,9 @@ class PResNet(FreezableBackbone):
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if depth not in self.arch_settings:
-            raise KeyError(f'PResNet depth must be one of {sorted(self.arch_settings)}, got {depth}')
-        arch = self.arch_settings[depth]
-        assert all(0 <= i < 4 for i in out_indices), \
-            f'out_indices must index the 4 stages (0..3; S3,S4,S5 = 1,2,3), got {out_indices}'
+        arch = self.resolve_arch(depth, key='depth')
         self.depth = depth
-        self.out_indices = tuple(out_indices)
+        self.set_out_indices(out_indices, num_stages=len(self.stage_channels))
 
         c1, c2, c3 = self.stem_channels
         self.conv1 = nn.Sequential(
@@ -206,18 +154,17 @@ class PResNet(FreezableBackbone):
             self.res_layers.append(
                 _Stage(block, in_channels, channels, num_blocks, 1 if i == 0 else 2, norm_cfg))
             in_channels = channels * block.expansion
-        self.out_channels = [self.stage_channels[i] * block.expansion for i in self.out_indices]
-        self.out_strides = [2**(i + 2) for i in self.out_indices]
+        self.set_stage_features([c * block.expansion for c in self.stage_channels], (4, 8, 16, 32))
+        self.freeze(arch['freeze_at'] if freeze_at is None else freeze_at,
+                    arch['freeze_norm'] if freeze_norm is None else freeze_norm)
 
-        self._setup_freezing(arch['freeze_at'] if freeze_at is None else freeze_at,
-                             arch['freeze_norm'] if freeze_norm is None else freeze_norm)
-
+    # the official checkpoints name the stem ``conv1`` and the stages ``res_layers``
     @property
     def stem(self) -> nn.Module:
         return self.conv1
 
     @property
-    def stage_modules(self) -> nn.ModuleList:
+    def stages(self) -> nn.ModuleList:
         return self.res_layers
 
     def forward_stem(self, x: Tensor) -> Tensor:

@@ -17,12 +17,11 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import nn
 
 from mmeff.registry import register_backbone
-from ..layers.pyramid import check_input_size, check_out_indices, drop_path_rates
 from ..layers.vit_blocks import HW, Mlp
+from .base import PyramidBackbone
 
 
 class EMSA(nn.Module):
@@ -114,7 +113,7 @@ def patch_embed(in_channels: int, embed_dim: int) -> nn.Sequential:
 
 
 @register_backbone
-class ResT(BaseBackbone):
+class ResT(PyramidBackbone):
     """ResT backbone, https://arxiv.org/abs/2105.13677.
 
     Args:
@@ -124,6 +123,8 @@ class ResT(BaseBackbone):
             map is LayerNorm-ed (the classifier pools it).
         mlp_ratio, qkv_bias: of every block.
         apply_transform: mix the heads' attention (1x1 conv) and instance-normalize it (EMSA).
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         'lite': dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
@@ -135,6 +136,7 @@ class ResT(BaseBackbone):
         'large': dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(1, 2, 4, 8),
                       sr_ratios=(8, 4, 2, 1)),
     }
+    min_input_size = 32
 
     def __init__(self,
                  arch: Union[str, Mapping] = 'lite',
@@ -145,18 +147,17 @@ class ResT(BaseBackbone):
                  apply_transform: bool = True,
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0,
+                 freeze_at: int = -1,
+                 freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg or [dict(type='TruncNormal', layer=['Linear', 'Conv2d'], std=0.02),
                                                dict(type='Constant', layer='LayerNorm', val=1.0)])
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'ResT arch must be one of {sorted(self.arch_zoo)} or a dict, got {arch!r}')
-            arch = self.arch_zoo[arch]
+        arch = self.resolve_arch(arch)
         embed_dims, depths = arch['embed_dims'], arch['depths']
         num_stages = len(depths)
-        self.out_indices = check_out_indices(out_indices, num_stages, 'ResT')
-        dpr = drop_path_rates(drop_path_rate, sum(depths))
-        self.embeds = nn.ModuleList()
+        self.set_out_indices(out_indices, num_stages)
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
+        self.embeds = nn.ModuleList()  # the first one is the stem
         self.stages = nn.ModuleList()
         for i in range(num_stages):
             dim = embed_dims[i]
@@ -164,26 +165,25 @@ class ResT(BaseBackbone):
             self.stages.append(nn.ModuleList([
                 ResTBlock(dim,
                           EMSA(dim, arch['num_heads'][i], arch['sr_ratios'][i], apply_transform, qkv_bias,
-                               proj_drop=drop_rate), mlp_ratio, dpr[sum(depths[:i]) + j], drop_rate)
-                for j in range(depths[i])
+                               proj_drop=drop_rate), mlp_ratio, rate, drop_rate)
+                for rate in dpr[i]
             ]))
         self.norm = nn.LayerNorm(embed_dims[-1])
-        self.out_channels = [embed_dims[i] for i in self.out_indices]
-        self.out_strides = [4 * 2**i for i in self.out_indices]
+        self.set_stage_features(embed_dims, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: torch.Tensor):
-        check_input_size(x, 'ResT', min_size=32)
-        outs = []
-        last = len(self.stages) - 1
-        for i, (embed, stage) in enumerate(zip(self.embeds, self.stages)):
-            x = embed(x)
-            B, C, H, W = x.shape
-            x = x.flatten(2).transpose(1, 2)  # B, H*W, C
-            for block in stage:
-                x = block(x, (H, W))
-            if i == last:
-                x = self.norm(x)
-            x = x.transpose(1, 2).reshape(B, C, H, W)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+    def stem_parts(self):
+        return [self.embeds[0]]
+
+    def stage_parts(self, i: int):
+        return [self.embeds[i], self.stages[i]]
+
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        x = self.embeds[i](x)
+        B, C, H, W = x.shape
+        x = x.flatten(2).transpose(1, 2)  # B, H*W, C
+        for block in self.stages[i]:
+            x = block(x, (H, W))
+        if i == self.num_stages - 1:
+            x = self.norm(x)
+        return x.transpose(1, 2).reshape(B, C, H, W)

@@ -29,6 +29,7 @@ from mmpretrain.models.backbones.swin_transformer import SwinBlock
 from mmpretrain.models.utils import CrossMultiheadAttention, LayerScale
 
 from mmeff.registry import register_backbone
+from ..layers.pyramid import stage_drop_path_rates
 from ..layers.vit_blocks import Mlp
 from .mmpretrain_lean import LeanSwinTransformer, make_lean
 
@@ -188,10 +189,9 @@ class STViTSwin(LeanSwinTransformer):
         super().__init__(arch=arch, img_size=img_size, patch_size=patch_size, window_size=window_size,
                          drop_rate=drop_rate, drop_path_rate=drop_path_rate, **kwargs)
         depths, i = self.depths, self.semantic_stage
-        total = sum(depths)
-        dpr = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]  # Swin's linear rule
+        dpr = stage_drop_path_rates(drop_path_rate, depths)[i]  # Swin's linear rule
         self.stages[i] = SemanticTokenStage(
             self.embed_dims * 2**i, depths[i], self.num_heads[i], window_size, semantic_window_size, region_size,
-            dpr[sum(depths[:i]):sum(depths[:i + 1])], self.stages[i].downsample, patch_size * 2**i,
+            dpr, self.stages[i].downsample, patch_size * 2**i,
             drop_rate=drop_rate, layer_scale_init_value=layer_scale_init_value)
         make_lean(self.stages[i])

@@ -12,20 +12,19 @@ BN, point-wise MLP) whose last block is a SwiftFormer encoder (local conv repres
 attention, MLP), so attention runs at every scale. Being linear, it takes any input size; the pyramid
 needs multiples of 32.
 """
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import LayerScale
 
 from mmeff.registry import register_backbone
 from ..timm_twins import register_timm_twin
+from .base import PyramidBackbone, PyramidStage
 from .efficientformer_v2 import timm_distilled_head_to_mmeff
-from .vit_with_mixer import check_divisible
 
 
 def conv_bn(in_channels: int, out_channels: int, act: bool = False) -> ConvModule:
@@ -108,18 +107,8 @@ class SwiftFormerEncoder(nn.Module):
         return x + self.drop_path(self.layer_scale_2(self.linear(x)))
 
 
-class SwiftFormerStage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
-
-
 @register_backbone
-class SwiftFormer(BaseBackbone):
+class SwiftFormer(PyramidBackbone):
     """SwiftFormer backbone (https://arxiv.org/abs/2303.15446), 4 stages at strides 4, 8, 16, 32.
 
     Args:
@@ -128,6 +117,8 @@ class SwiftFormer(BaseBackbone):
         out_indices: stages whose maps are returned (0..3); the last one goes through the final BatchNorm.
         drop_path_rate: stochastic depth, rising linearly over all blocks.
         layer_scale_init_value: initial LayerScale of the attention and MLP branches.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         'xs': dict(embed_dims=(48, 56, 112, 220), depths=(3, 3, 6, 4)),
@@ -135,44 +126,32 @@ class SwiftFormer(BaseBackbone):
         'l1': dict(embed_dims=(48, 96, 192, 384), depths=(4, 3, 10, 5)),
         'l3': dict(embed_dims=(64, 128, 320, 512), depths=(4, 4, 12, 6)),
     }
-    stride = 32
+    input_multiple = 32
 
     def __init__(self, arch: Union[str, dict] = 'xs', mlp_ratio: float = 4., out_indices: Sequence[int] = (3, ),
-                 drop_path_rate: float = 0., layer_scale_init_value: float = 1e-5, init_cfg=None) -> None:
+                 drop_path_rate: float = 0., layer_scale_init_value: float = 1e-5, freeze_at: int = -1,
+                 freeze_norm: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'unknown SwiftFormer arch {arch!r}; valid: {sorted(self.arch_zoo)}')
-            arch = self.arch_zoo[arch]
+        arch = self.resolve_arch(arch)
         embed_dims, depths = arch['embed_dims'], arch['depths']
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in 0..3, got {out_indices}')
-        self.out_indices = out_indices
+        self.set_out_indices(out_indices, num_stages=len(depths))
 
         self.stem = nn.Sequential(
             conv_bn(3, embed_dims[0] // 2, act=True), conv_bn(embed_dims[0] // 2, embed_dims[0], act=True))
-        total = sum(depths)
-        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
         self.stages = nn.ModuleList()
-        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
-            block_dpr = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+        for i, (dim, block_dpr) in enumerate(zip(embed_dims, dpr)):
             # convolutional encoders, then one SwiftFormer encoder closing the stage
             blocks = [ConvEncoder(dim, int(dim * mlp_ratio), p) for p in block_dpr[:-1]]
             blocks.append(SwiftFormerEncoder(dim, mlp_ratio, block_dpr[-1], layer_scale_init_value))
             downsample = nn.Identity() if i == 0 else conv_bn(embed_dims[i - 1], dim)
-            self.stages.append(SwiftFormerStage(downsample, blocks))
+            self.stages.append(PyramidStage(blocks, downsample))
         self.norm = nn.BatchNorm2d(embed_dims[-1])
+        self.set_stage_features(embed_dims, (4, 8, 16, 32))
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_divisible(tuple(x.shape[-2:]), self.stride)
-        x = self.stem(x)  # B, C0, H/4, W/4
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # B, C_i, H/2^(i+2), W/2^(i+2)
-            if i in self.out_indices:
-                outs.append(self.norm(x) if i == 3 else x)
-        return tuple(outs)
+    def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) if i == self.num_stages - 1 else x  # B, C_i, H/2^(i+2), W/2^(i+2)
 
 
 def timm_swiftformer_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:

@@ -12,13 +12,13 @@ from mmpretrain.models.backbones import SwinTransformerV2
 from mmpretrain.models.utils import WindowMSAV2
 
 from mmeff.registry import register_backbone
-from .mmpretrain_lean import LeanOnInit
+from .mmpretrain_lean import LeanSwinOnInit
 
 RECOMPUTED_TABLES = ('relative_coords_table', 'relative_position_index')
 
 
 @register_backbone
-class SwinTransformerV2Strict(LeanOnInit, SwinTransformerV2):
+class SwinTransformerV2Strict(LeanSwinOnInit, SwinTransformerV2):
     """MMPretrain's ``SwinTransformerV2`` (same arguments, same weights) whose fixed position tables are
     non-persistent buffers, so that its state dict loads strictly; made lean like the other MMPretrain models."""
 

@@ -7,7 +7,7 @@ reducers between blocks are registered parts (``mmeff.models.layers.vit_blocks``
 """
 import math
 from types import MappingProxyType
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn.bricks.transformer import PatchEmbed
@@ -19,8 +19,8 @@ from torch import nn
 
 from mmeff.registry import register_backbone
 from ..timm_twins import register_timm_twin
-from ..mixers.softmax_attention import SoftmaxAttention
-from ..layers.vit_blocks import (MLP_BLOCKS, TOKEN_MIXERS, TOKEN_REDUCERS, ViTBlock,
+from ..layers.pyramid import check_divisible, resolve_arch
+from ..layers.vit_blocks import (MLP_BLOCKS, TOKEN_MIXERS, TOKEN_REDUCERS, TokenState, ViTBlock,
                                  build_token_norm, build_vit_part)
 
 # The size classes of the paper (one source of truth; read-only so no factory can change it).
@@ -29,30 +29,6 @@ VIT_ARCHS: Mapping[str, Mapping[str, float]] = MappingProxyType({
     'small': MappingProxyType(dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)),
     'base': MappingProxyType(dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0)),
 })
-
-
-def resolve_arch(arch: Union[str, Mapping], archs: Mapping[str, Mapping]) -> dict:
-    """A copy of the named size from ``archs``, or of a custom ``arch`` dict with the same keys."""
-    if isinstance(arch, str):
-        if arch not in archs:
-            raise KeyError(f'unknown arch {arch!r}; choose one of {", ".join(archs)} '
-                           'or pass a dict with the same keys')
-        return dict(archs[arch])
-    required = set(next(iter(archs.values())))
-    if set(arch) != required:
-        raise KeyError(f'a custom arch needs exactly the keys {sorted(required)}, got {sorted(arch)}')
-    return dict(arch)
-
-
-def check_divisible(size: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
-    """The patch grid of an image ``size``; a clear error when the patches don't tile it."""
-    for side in size:
-        if side % patch_size:
-            lower = side // patch_size * patch_size
-            raise ValueError(f'image size {side} is not divisible by patch_size={patch_size}; '
-                             f'valid sizes are multiples of {patch_size}, the nearest are '
-                             f'{lower} and {lower + patch_size}')
-    return size[0] // patch_size, size[1] // patch_size
 
 
 @register_backbone
@@ -84,7 +60,13 @@ class ViTWithMixer(BaseBackbone):
             index of the block it runs before or in (see ``vit_blocks``).
         norm_cfg: the blocks' and the final norm, from OpenMMLab's norm registry (e.g.
             ``dict(type='PRepBN')``, SLAB); ``None``: LayerNorm.
+
+    ``forward(x)`` returns the features; ``forward(x, return_aux_losses=True)`` returns
+    ``(features, {part name: loss})`` with the auxiliary losses of the parts (DynamicViT, A-ViT,
+    Switch; ``TokenState.aux_losses``), which ``AuxLossImageClassifier`` adds to its loss.
     """
+
+    has_aux_losses = True
 
     def __init__(self,
                  arch: Union[str, Mapping] = 'tiny',
@@ -164,10 +146,9 @@ class ViTWithMixer(BaseBackbone):
                 norm_eps=norm_eps,
                 reducer=inside.get(i),
                 norm_cfg=norm_cfg) for i in range(depth))
-        for reducer in before.values():
-            if getattr(reducer, 'masks_attention', False) and not isinstance(self.blocks[0].mixer, SoftmaxAttention):
-                raise ValueError(f'{type(reducer).__name__} masks the attention of later blocks: '
-                                 'use SoftmaxAttention as mixer')
+        for layer, reducer in {**before, **inside}.items():  # a keep mask reaches every later block
+            for block in self.blocks[layer:]:
+                reducer.check_mixer(block.mixer)
         self.norm = build_token_norm(norm_cfg, embed_dim, norm_eps)
 
     def train(self, mode: bool = True) -> 'ViTWithMixer':
@@ -202,30 +183,41 @@ class ViTWithMixer(BaseBackbone):
             return self.pos_embed
         return resize_pos_embed(self.pos_embed, self.grid_size, grid, num_extra_tokens=0)
 
-    def forward_patch_stage(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [B, 3, H, W] -> tokens after the blocks (before the final norm) [B, N', C]."""
-        check_divisible(tuple(x.shape[-2:]), self.patch_size)
+    def forward_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, TokenState]:
+        """Images [B, 3, H, W] -> tokens after the blocks (before the final norm) [B, N', C], and the
+        ``TokenState`` the blocks and reducers handed on (its patch grid, its auxiliary losses)."""
+        check_divisible(tuple(x.shape[-2:]), self.patch_size)  # a clear error for sizes the patches don't tile
         x, hw = self.patch_embed(x)  # B, N, C
         x = x + self.pos_embed_for(hw)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x)
-        state = {}  # shared by the token reducers and blocks of this pass
+        state = TokenState.of_patch_grid(hw)
         for i, block in enumerate(self.blocks):
             if str(i) in self.reducers:
-                x, hw = self.reducers[str(i)](x, hw, block.mixer, state)
-            x, hw = block(x, hw, state)
-        return x
+                x, state = self.reducers[str(i)](x, state)
+            x, state = block(x, state)
+        return x, state
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
-        x = self.norm(self.forward_patch_stage(x))  # a clear error for sizes the patches don't tile
+    def forward_patch_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """The tokens of ``forward_tokens`` alone, for callers that read the patch tokens."""
+        return self.forward_tokens(x)[0]
+
+    def readout(self, tokens: torch.Tensor, state: TokenState) -> Tuple[torch.Tensor]:
+        """Tokens after the blocks -> the backbone's output of ``out_type``."""
+        x = self.norm(tokens)
         if self.out_type == 'cls_token':
             return (x[:, 0], )
         patches = x[:, self.num_prefix_tokens:]  # B, N, C
         if self.out_type == 'avg':
             return (patches.mean(dim=1), )
-        return (patches.transpose(1, 2).reshape(x.shape[0], -1, *grid), )  # B, C, H/p, W/p
+        return (patches.transpose(1, 2).reshape(x.shape[0], -1, *state.hw), )  # B, C, H/p, W/p
+
+    def forward(self, x: torch.Tensor, return_aux_losses: bool = False
+                ) -> Union[Tuple[torch.Tensor], Tuple[Tuple[torch.Tensor], Dict[str, torch.Tensor]]]:
+        tokens, state = self.forward_tokens(x)
+        outs = self.readout(tokens, state)
+        return (outs, dict(state.aux_losses)) if return_aux_losses else outs
 
 
 def timm_vit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:

@@ -23,13 +23,12 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
 from mmdet.models.backbones.pvt import MixFFN
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import nn
 
 from mmeff.registry import register_backbone
-from ..layers.pyramid import check_input_size, check_out_indices, drop_path_rates
 from ..layers.vit_blocks import HW
 from ..mixers.softmax_attention import SoftmaxAttention
+from .base import PyramidBackbone
 
 
 def _haar_filters() -> torch.Tensor:
@@ -166,7 +165,7 @@ class WaveViTClassBlock(nn.Module):
 
 
 @register_backbone
-class WaveViT(BaseBackbone):
+class WaveViT(PyramidBackbone):
     """Wave-ViT backbone, https://arxiv.org/abs/2207.04978.
 
     Args:
@@ -176,6 +175,8 @@ class WaveViT(BaseBackbone):
         out_type: ``'featmap'`` (maps) or ``'cls_token'``: the paper's classifier input, a class
             token (the mean of the last stage's tokens) refined by one class-attention block.
         wavelet_stages: how many stages (from the first) use wavelet attention; the rest plain attention.
+        freeze_at, freeze_norm: freeze the stem and that many stages, turn the BatchNorms frozen
+            (:meth:`PyramidBackbone.freeze`); default: nothing.
     """
     arch_zoo = {
         's': dict(stem_hidden_dim=32, embed_dims=(64, 128, 320, 448), depths=(3, 4, 6, 3),
@@ -185,6 +186,8 @@ class WaveViT(BaseBackbone):
         'l': dict(stem_hidden_dim=64, embed_dims=(96, 192, 384, 512), depths=(3, 6, 18, 3),
                   num_heads=(3, 6, 12, 16), mlp_ratios=(8, 8, 4, 4), sr_ratios=(4, 2, 1, 1)),
     }
+    input_multiple = 32
+    out_types = ('featmap', 'cls_token')
 
     def __init__(self,
                  arch: Union[str, Mapping] = 's',
@@ -195,24 +198,17 @@ class WaveViT(BaseBackbone):
                  qkv_bias: bool = True,
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0,
+                 freeze_at: int = -1,
+                 freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg or [dict(type='TruncNormal', layer='Linear', std=0.02),
                                                dict(type='Constant', layer='LayerNorm', val=1.0)])
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'WaveViT arch must be one of {sorted(self.arch_zoo)} or a dict, got {arch!r}')
-            arch = self.arch_zoo[arch]
-        if out_type not in ('featmap', 'cls_token'):
-            raise ValueError(f"WaveViT out_type must be 'featmap' or 'cls_token', got {out_type!r}")
+        arch = self.resolve_arch(arch)
         embed_dims, depths = arch['embed_dims'], arch['depths']
         num_stages = len(depths)
-        self.out_indices = check_out_indices(out_indices, num_stages, 'WaveViT')
-        if out_type == 'cls_token' and num_stages - 1 not in self.out_indices:
-            raise ValueError(f"WaveViT out_type='cls_token' replaces the last stage's map by the class token: "
-                             f'out_indices must include {num_stages - 1}, got {self.out_indices}')
-        self.out_type = out_type
-        dpr = drop_path_rates(drop_path_rate, sum(depths))
-        self.embeds = nn.ModuleList()
+        self.set_out_indices(out_indices, num_stages, out_type)
+        dpr = self.drop_path_schedule(drop_path_rate, depths)
+        self.embeds = nn.ModuleList()  # the first one is the stem
         self.stages = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i in range(num_stages):
@@ -224,7 +220,7 @@ class WaveViT(BaseBackbone):
                     dim,
                     WaveletAttention(dim, heads, arch['sr_ratios'][i], qkv_bias, proj_drop=drop_rate)
                     if i < wavelet_stages else SoftmaxAttention(dim, heads, qkv_bias, proj_drop=drop_rate),
-                    arch['mlp_ratios'][i], dpr[sum(depths[:i]) + j], drop_rate) for j in range(depths[i])
+                    arch['mlp_ratios'][i], rate, drop_rate) for rate in dpr[i]
             ]))
             # A LayerNorm after each embedding conv (embed_norms) and after each stage (norms).
             self.norms.append(nn.LayerNorm(dim, eps=1e-6))
@@ -232,24 +228,24 @@ class WaveViT(BaseBackbone):
         if out_type == 'cls_token':
             # The last stage's norm is the class token's in this mode; its map is not returned.
             self.cls_block = WaveViTClassBlock(embed_dims[-1], arch['num_heads'][-1], arch['mlp_ratios'][-1])
-        self.out_channels = [embed_dims[i] for i in self.out_indices]
-        self.out_strides = [4 * 2**i for i in self.out_indices]
+        self.set_stage_features(embed_dims, [4 * 2**i for i in range(num_stages)])
+        self.freeze(freeze_at, freeze_norm)
 
-    def forward(self, x: torch.Tensor):
-        check_input_size(x, 'WaveViT', multiple=32)
-        outs = []
-        last = len(self.stages) - 1
-        for i, (embed, embed_norm, stage, norm) in enumerate(zip(self.embeds, self.embed_norms, self.stages,
-                                                                 self.norms)):
-            x = embed(x)  # B, C, H, W
-            B, C, H, W = x.shape
-            x = embed_norm(x.flatten(2).transpose(1, 2))  # B, H*W, C
-            for block in stage:
-                x = block(x, (H, W))
-            if i == last and self.out_type == 'cls_token':
-                outs.append(norm(self.cls_block(x)))  # B, C
-                break
-            x = norm(x).transpose(1, 2).reshape(B, C, H, W)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+    def stem_parts(self):
+        return [self.embeds[0]]
+
+    def stage_parts(self, i: int):
+        return [self.embeds[i], self.embed_norms[i], self.stages[i], self.norms[i]]
+
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        x = self.embeds[i](x)  # B, C, H, W
+        B, C, H, W = x.shape
+        x = self.embed_norms[i](x.flatten(2).transpose(1, 2))  # B, H*W, C
+        for block in self.stages[i]:
+            x = block(x, (H, W))
+        if self.returns_vector(i):
+            return x  # the tokens, for the class block
+        return self.norms[i](x).transpose(1, 2).reshape(B, C, H, W)
+
+    def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.norms[i](self.cls_block(x)) if self.returns_vector(i) else x  # B, C or B, C, H, W

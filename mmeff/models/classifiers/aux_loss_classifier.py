@@ -1,39 +1,37 @@
-"""An image classifier that adds the auxiliary losses of its backbone's parts to the head's loss.
+"""An image classifier that adds the auxiliary losses its backbone returns to the head's loss.
 
 Token-sequence methods and mixtures of experts train with extra objectives (DynamicViT's keep-ratio
-loss, Switch Transformer's load-balancing loss, A-ViT's ponder loss). Their parts store the last
-value in ``aux_loss``; this classifier collects them after the forward pass.
+loss, Switch Transformer's load-balancing loss, A-ViT's ponder loss). Their parts hand the losses on
+through the forward pass (``TokenState.aux_losses``) and the backbone returns them when asked; this
+classifier asks and adds them to the head's loss.
 """
-from typing import Dict, List
+from typing import List
 
 import torch
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
-from torch import nn
 
 from mmeff.registry import CLS_MODELS
-
-
-def collect_aux_losses(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Sum the ``aux_loss`` of ``model``'s submodules per class: ``{'loss_aux_<Class>': tensor}``."""
-    losses: Dict[str, torch.Tensor] = {}
-    for module in model.modules():
-        value = getattr(module, 'aux_loss', None)
-        if isinstance(value, torch.Tensor):
-            key = f'loss_aux_{type(module).__name__}'
-            losses[key] = losses[key] + value if key in losses else value
-    return losses
 
 
 @CLS_MODELS.register_module()
 class AuxLossImageClassifier(ImageClassifier):
     """``ImageClassifier`` whose training loss also holds the backbone's auxiliary losses.
 
-    Used by the *Which Transformer to Favor* configs (https://arxiv.org/abs/2308.09372); equal to
-    ``ImageClassifier`` for backbones without auxiliary losses.
+    A backbone with auxiliary losses declares ``has_aux_losses = True`` and returns
+    ``(features, {part name: loss})`` from ``forward(x, return_aux_losses=True)`` (``ViTWithMixer``,
+    ``CaiT``); each loss enters the loss dict as ``loss_aux_<part name>``. With any other backbone
+    this is ``ImageClassifier``. Used by the *Which Transformer to Favor* configs
+    (https://arxiv.org/abs/2308.09372).
     """
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample]) -> dict:
-        losses = self.head.loss(self.extract_feat(inputs), data_samples)
-        losses.update(collect_aux_losses(self.backbone))
+        if getattr(self.backbone, 'has_aux_losses', False):  # backbones of other libraries declare nothing
+            feats, aux_losses = self.backbone(inputs, return_aux_losses=True)
+        else:
+            feats, aux_losses = self.backbone(inputs), {}
+        if self.with_neck:
+            feats = self.neck(feats)
+        losses = self.head.loss(feats, data_samples)
+        losses.update({f'loss_aux_{name}': loss for name, loss in aux_losses.items()})
         return losses

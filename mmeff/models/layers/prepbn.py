@@ -23,6 +23,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import nn
 
+from .fuse import bn_affine, fold_affine_into
 from .reparam import Reparameterizable
 
 
@@ -43,9 +44,8 @@ class RepBN(nn.Module):
 
     def affine(self):
         """Eval-mode RepBN as ``x * scale + shift``, each [C]."""
-        bn = self.bn
-        bn_scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        return bn_scale + self.eta, bn.bias - bn.running_mean * bn_scale
+        bn_scale, bn_shift = bn_affine(self.bn)
+        return bn_scale + self.eta, bn_shift
 
 
 @MODELS.register_module()
@@ -101,12 +101,8 @@ class PRepBN(nn.Module, Reparameterizable):
         del self.layer_norm, self.rep_bn
         self.deployed = True
 
-    @torch.no_grad()
     def fold_into(self, linear: nn.Linear) -> None:
         """Make ``linear(x)`` compute ``linear(self(x))`` of the deployed norm; the norm is then
         redundant: ``W (x * s + b) + c = (W diag(s)) x + (W b + c)``."""
         self.switch_to_deploy()
-        if linear.bias is None:
-            linear.bias = nn.Parameter(torch.zeros(linear.out_features, device=linear.weight.device))
-        linear.bias.add_(linear.weight @ self.shift)
-        linear.weight.mul_(self.scale)
+        fold_affine_into(linear, self.scale, self.shift)

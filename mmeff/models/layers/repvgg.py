@@ -7,8 +7,6 @@ https://arxiv.org/abs/2101.03697 (structural re-parameterization).
 Every conv-norm-act is mmcv's ``ConvModule`` (keys ``conv``/``bn``; the official checkpoints say
 ``conv``/``norm``, a one-word rename in the converter).
 """
-from typing import Tuple
-
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_activation_layer
@@ -17,22 +15,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
+from .fuse import conv_bn_kernel, fused_conv, merge_branches
 from .reparam import Reparameterizable
-
-
-def fuse_conv_bn_weights(conv_module: ConvModule) -> Tuple[Tensor, Tensor]:
-    """Return the (kernel, bias) of one conv followed by its (frozen or not) BatchNorm.
-
-    BN(conv(x)) = gamma * (W x - mean) / std + beta = (gamma / std * W) x + (beta - gamma * mean / std).
-    """
-    conv, bn = conv_module.conv, conv_module.norm
-    std = (bn.running_var + bn.eps).sqrt()
-    scale = bn.weight / std
-    kernel = conv.weight * scale.reshape(-1, 1, 1, 1)
-    bias = bn.bias - bn.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    return kernel, bias
 
 
 @DET_MODELS.register_module()
@@ -77,13 +61,9 @@ class RepVGGBlock(BaseModule, Reparameterizable):
         """Fuse both branches into a single 3x3 conv with bias; the outputs are unchanged."""
         if self.deployed:
             return
-        kernel3, bias3 = fuse_conv_bn_weights(self.conv1)
-        kernel1, bias1 = fuse_conv_bn_weights(self.conv2)
-        # A 1x1 kernel is the centre tap of a zero 3x3 kernel.
-        kernel = kernel3 + nn.functional.pad(kernel1, [1, 1, 1, 1])
-        self.conv = nn.Conv2d(self.in_channels, self.out_channels, 3, padding=1, bias=True).to(kernel)
-        self.conv.weight.copy_(kernel)
-        self.conv.bias.copy_(bias3 + bias1)
+        # the 1x1 kernel becomes the centre tap of a 3x3 one
+        kernel, bias = merge_branches([conv_bn_kernel(self.conv1), conv_bn_kernel(self.conv2)])
+        self.conv = fused_conv(self.conv1.conv, kernel, bias)
         del self.conv1, self.conv2
 
 

@@ -5,18 +5,19 @@ expert (top-1), scaling the expert's output by the router probability. A load-ba
 ``alpha * E * sum_i f_i P_i`` (``f_i``: fraction of tokens routed to expert i, ``P_i``: mean router
 probability of expert i) keeps the experts equally used.
 """
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vit_blocks import MLP_BLOCKS, Mlp
+from .vit_blocks import MLP_BLOCKS, Mlp, MlpBlock
 
 
 @MLP_BLOCKS.register_module()
-class SwitchMlp(nn.Module):
-    """Top-1 routed mixture of MLP experts; ``aux_loss`` holds the last load-balancing loss.
+class SwitchMlp(MlpBlock):
+    """Top-1 routed mixture of MLP experts; ``forward(x, return_aux_loss=True)`` also returns the
+    load-balancing loss of this batch (``MlpBlock.has_aux_loss``).
 
     Args:
         num_experts: ``E`` (8 in *Which Transformer to Favor*).
@@ -24,6 +25,8 @@ class SwitchMlp(nn.Module):
             skip the MLP (their residual passes them on). ``None``: no capacity limit.
         balance_weight: ``alpha`` of the load-balancing loss (0.01 in the paper).
     """
+
+    has_aux_loss = True
 
     def __init__(self,
                  embed_dim: int,
@@ -37,9 +40,9 @@ class SwitchMlp(nn.Module):
         self.experts = nn.ModuleList(Mlp(embed_dim, mlp_ratio, drop_rate) for _ in range(num_experts))
         self.capacity_factor = capacity_factor
         self.balance_weight = balance_weight
-        self.aux_loss: Optional[torch.Tensor] = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                return_aux_loss: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # T, C: every token of the batch is routed on its own
         probs = self.router(x).softmax(dim=-1)  # T, E
@@ -52,6 +55,8 @@ class SwitchMlp(nn.Module):
             tokens = (expert == i).nonzero(as_tuple=True)[0][:capacity]
             if tokens.numel():
                 out[tokens] = gate[tokens, None] * mlp(x[tokens])
+        out = out.reshape(shape)
+        if not return_aux_loss:
+            return out
         fraction = F.one_hot(expert, num_experts).float().mean(dim=0)
-        self.aux_loss = self.balance_weight * num_experts * (fraction * probs.mean(dim=0)).sum()
-        return out.reshape(shape)
+        return out, self.balance_weight * num_experts * (fraction * probs.mean(dim=0)).sum()

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.vit_blocks import HW, TOKEN_MIXERS
+from ..layers.vit_blocks import HW, TOKEN_MIXERS, TokenMixer
 from .base import split_grid
 
 
 @TOKEN_MIXERS.register_module()
-class AdaptiveFourierMixing(nn.Module):
+class AdaptiveFourierMixing(TokenMixer):
     """AFNO token mixer.
 
     Args:

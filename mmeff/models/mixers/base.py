@@ -2,7 +2,8 @@
 
 Softmax attention and most of its efficient replacements share the same frame: project tokens to
 queries, keys and values, split the channels into heads, attend, merge the heads, project back.
-A mixer of this family only writes ``attend`` (its paper's method section).
+A mixer of this family only writes ``attend`` (its paper's method section). What every mixer
+promises the ViT block, and may offer it beyond mixing, is ``TokenMixer`` (``layers.vit_blocks``).
 """
 import math
 from typing import Tuple
@@ -12,10 +13,10 @@ from mmengine.logging import print_log
 from mmpretrain.models.utils import resize_pos_embed
 from torch import nn
 
-from ..layers.vit_blocks import HW
+from ..layers.vit_blocks import HW, TokenMixer
 
 
-class MultiHeadMixer(nn.Module):
+class MultiHeadMixer(TokenMixer):
     """Base of the attention-like mixers: ``proj(attend(q, k, v))`` over ``num_heads`` heads."""
 
     def __init__(self,
@@ -45,10 +46,13 @@ class MultiHeadMixer(nn.Module):
         """q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim]."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, hw: HW, **attend_kwargs) -> torch.Tensor:
-        B, N, C = x.shape
-        out = self.attend(*self.split_qkv(x), hw, **attend_kwargs)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs [B, heads, N, head_dim] -> the projected tokens [B, N, C]."""
+        B, _, N, _ = out.shape
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, -1)))
+
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        return self.merge_heads(self.attend(*self.split_qkv(x), hw))
 
 
 def check_grid(hw: HW, grid_size: Tuple[int, int], mixer: str) -> None:

@@ -4,13 +4,12 @@ The attention sublayer is replaced by a parameter-free 2-D discrete Fourier tran
 sequence and hidden dimensions, keeping the real part: ``y = Re(FFT_seq(FFT_hidden(x)))``.
 """
 import torch
-from torch import nn
 
-from ..layers.vit_blocks import HW, TOKEN_MIXERS
+from ..layers.vit_blocks import HW, TOKEN_MIXERS, TokenMixer
 
 
 @TOKEN_MIXERS.register_module()
-class FourierMixing(nn.Module):
+class FourierMixing(TokenMixer):
     """FNet's token mixing, ``Re(DFT_2D(x))``; no parameters."""
 
     def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:

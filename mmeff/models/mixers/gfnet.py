@@ -9,12 +9,12 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ..layers.vit_blocks import HW, TOKEN_MIXERS
+from ..layers.vit_blocks import HW, TOKEN_MIXERS, TokenMixer
 from .base import check_grid, split_grid
 
 
 @TOKEN_MIXERS.register_module()
-class GlobalFilter(nn.Module):
+class GlobalFilter(TokenMixer):
     """GFNet's global filter layer for a fixed patch grid ``grid_size`` (given by the skeleton).
 
     Prefix tokens (a class token) have no grid position and pass through unchanged; GFNet itself

@@ -12,10 +12,10 @@ import math
 import torch
 from torch import nn
 
-from ..layers.vit_blocks import HW, TOKEN_MIXERS
+from ..layers.vit_blocks import HW, TOKEN_MIXERS, TokenMixer
 
 
-class SynthesizedAttention(nn.Module):
+class SynthesizedAttention(TokenMixer):
     """Shared frame: ``proj(softmax(logits(x)) @ values(x))`` over heads of a fixed-length sequence."""
 
     def __init__(self, embed_dim: int, num_heads: int, num_tokens: int, qkv_bias: bool = True,
