@@ -13,8 +13,8 @@ setup(
         'mmengine>=0.10,<1', 'mmcv>=2.0.0rc4,<2.2', 'mmdet>=3.3,<3.4', 'mmpretrain>=1.2,<1.3', 'matplotlib', 'scipy'
     ],
     extras_require={
-        # parity tests compare with timm and HF transformers (>=4.52 breaks `import mmdet.models`)
-        'tests': ['pytest', 'pytest-timeout', 'timm>=1.0.16', 'transformers>=4.42,<4.52'],
+        # parity tests compare with timm and HF transformers; ruff lints (>=4.52 breaks `import mmdet.models`)
+        'tests': ['pytest', 'pytest-timeout', 'ruff', 'timm>=1.0.16', 'transformers>=4.42,<4.52'],
         # mmdeploy 1.3.1 needs protobuf<=3.20.2, which onnx 1.17 and onnxruntime<=1.26 accept
         'deploy': ['mmdeploy==1.3.1', 'onnx==1.17.0', 'onnxruntime>=1.15,<=1.26', 'protobuf<=3.20.2'],
     },

@@ -1,3 +1,2 @@
-# RT-DETR-R18: 20M params, 46.5 AP; 3 decoder layers, backbone norms trained (not frozen).
-_base_ = ['./_base_/rtdetr/rtdetr_r50.py']
-model = dict(backbone=dict(depth=18), neck=dict(arch='r18'), decoder=dict(num_layers=3))
+# The short name users type (python tools/train.py configs/rtdetr_r18.py) for rtdetr/rtdetr_r18vd_4xb4-72e_coco.py.
+_base_ = ['./rtdetr/rtdetr_r18vd_4xb4-72e_coco.py']

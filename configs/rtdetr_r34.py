@@ -1,3 +1,2 @@
-# RT-DETR-R34: 31M params, 48.9 AP; 4 decoder layers.
-_base_ = ['./_base_/rtdetr/rtdetr_r50.py']
-model = dict(backbone=dict(depth=34), neck=dict(arch='r34'), decoder=dict(num_layers=4))
+# The short name users type (python tools/train.py configs/rtdetr_r34.py) for rtdetr/rtdetr_r34vd_4xb4-72e_coco.py.
+_base_ = ['./rtdetr/rtdetr_r34vd_4xb4-72e_coco.py']

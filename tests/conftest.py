@@ -11,8 +11,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # official RT-DETR (v1/v2) checkpoints (lyuwenyu/RT-DETR).
 RTDETR_KEYS_DIR = Path(REPO) / 'tests' / 'data' / 'rtdetr_official_keys'
 
-DET_DEMO = 'configs/demo/rtmdet_tiny_demo.py'
-CLS_DEMO = 'configs/demo/resnet18_demo.py'
+DET_DEMO = 'configs/mixing/rtmdet_tiny_demo-256.py'
+CLS_DEMO = 'configs/mixing/resnet18_demo-64.py'
 # a few images, no workers, seeded: short reproducible runs of the demo configs
 SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8',
          'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
@@ -46,7 +46,8 @@ def pytest_runtest_makereport(item, call):
 
 def run_tool_cmd(command, timeout=900, env=None, check=True):
     """Run ``command`` from the repo root, as a user would; returns the CompletedProcess."""
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, osp.join(REPO, 'tests'), os.environ.get('PYTHONPATH', '')]))
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, osp.join(REPO, 'tests'), os.environ.get('PYTHONPATH',
+                                                                                                          '')]))
     full_env.update(env or {})
     proc = subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

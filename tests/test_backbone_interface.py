@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.unit_bn import randomize_unit_bn_
 from mmeff.models.layers.reparam import Reparameterizable, switch_to_deploy
 from mmeff.registry import CLS_MODELS, DET_MODELS
+
+from helpers.unit_bn import randomize_unit_bn_
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 

@@ -12,7 +12,8 @@ from mmeff.benchmark import benchmark_config, correlations, count_ops, load_accu
 from mmeff.benchmark.end2end import nms_thresholds
 from mmeff.benchmark.runner import check_backend
 from mmeff.benchmark.sweep import expand_sweep, parse_sweep
-from mmeff.benchmark.timing import time_fn, time_interleaved
+from mmeff.utils.timing import time_fn, time_interleaved
+
 from conftest import REPO
 
 
@@ -149,9 +150,9 @@ def test_correlations():
 
 def test_sweep():
     assert parse_sweep('model.test_cfg.eval_idx=0,2') == ('model.test_cfg.eval_idx', [0, 2])
-    runs = expand_sweep('configs/rtdetr_r50.py', ['model.test_cfg.eval_idx=0,1', 'model.x=a'])
-    assert runs == [('rtdetr_r50@eval_idx=0,x=a', {'model.test_cfg.eval_idx': 0, 'model.x': 'a'}),
-                    ('rtdetr_r50@eval_idx=1,x=a', {'model.test_cfg.eval_idx': 1, 'model.x': 'a'})]
+    runs = expand_sweep('configs/rtdetr/rtdetr_r50vd_4xb4-72e_coco.py', ['model.test_cfg.eval_idx=0,1', 'model.x=a'])
+    assert runs == [('rtdetr_r50vd_4xb4-72e_coco@eval_idx=0,x=a', {'model.test_cfg.eval_idx': 0, 'model.x': 'a'}),
+                    ('rtdetr_r50vd_4xb4-72e_coco@eval_idx=1,x=a', {'model.test_cfg.eval_idx': 1, 'model.x': 'a'})]
     assert expand_sweep('a.py', []) == [('a', {})]
     with pytest.raises(ValueError, match='KEY=V1,V2'):
         parse_sweep('eval_idx')
@@ -225,7 +226,7 @@ def test_a_config_builds_twice():
     from mmengine.config import Config
 
     from mmeff.benchmark.subject import build_model
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'rtdetr_r18_demo.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'rtdetr', 'rtdetr_r18vd_demo-256.py'))
     head_before = cfg.model.bbox_head.to_dict()
     build_model(cfg)
     assert cfg.model.bbox_head.to_dict() == head_before

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import skip_for_hardware
 
 from mmeff.benchmark import Subject
 from mmeff.benchmark.end2end import detection_end2end, plot_end2end
 from mmeff.benchmark.memory import measure_in_subprocess
+
+from conftest import skip_for_hardware
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

@@ -8,11 +8,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import CLS_DEMO, SMALL, run_tool, train_demo
 from mmengine.logging import HistoryBuffer
 
 from mmeff.datasets import ensure_demo_classification, ensure_demo_coco
 from mmeff.engine import UnsafeCheckpointError, checkpoint_loading, newest_intact_checkpoint
+
+from conftest import CLS_DEMO, SMALL, run_tool, train_demo
 
 
 class Payload:
@@ -72,14 +73,15 @@ def test_detection_apis_load_a_trained_checkpoint(trained_demos, mmdet_scope):
     trained = torch.load(checkpoint)['state_dict']
     assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
     assert len(inference_detector(model, image).pred_instances) > 0
-    predictions = DetInferencer(model=config, weights=checkpoint, device='cpu', show_progress=False)(image)['predictions']
+    predictions = DetInferencer(model=config, weights=checkpoint, device='cpu',
+                                show_progress=False)(image)['predictions']
     assert len(predictions) == 1 and len(predictions[0]['scores']) > 0
     assert model.dataset_meta['classes'] == ('circle', 'square', 'triangle', 'cross')
 
 
 def test_classification_apis_load_a_trained_checkpoint(trained_demos, mmpretrain_scope):
-    from mmpretrain import ImageClassificationInferencer, get_model
     from mmengine.runner import load_checkpoint
+    from mmpretrain import ImageClassificationInferencer, get_model
     config, checkpoint, _ = trained_demos['cls']
     image = glob.glob(osp.join(ensure_demo_classification(), 'val', 'circle', '*.png'))[0]
     trained = torch.load(checkpoint)['state_dict']
@@ -116,11 +118,15 @@ def test_tools_refuse_pickled_code_unless_trusted(unsafe_checkpoint, tmp_path, u
     else:
         extra = ['--resume', path] if use == 'resume' else []
         command = ['tools/train.py', CLS_DEMO, '--work-dir', str(tmp_path / 'run'), *extra, '--cfg-options', *SMALL,
-                   'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'] + ([f'load_from={path}'] if use == 'load_from' else [])
+                   'train_cfg.max_epochs=2', 'train_cfg.val_interval=2']
+        command += [f'load_from={path}'] if use == 'load_from' else []
     refused = run_tool(*command, check=False)
     assert refused.returncode != 0 and 'UnsafeCheckpointError' in refused.stderr
     assert '--trust-checkpoint' in refused.stderr and not sentinel.exists()
-    trusted = command + ['trust_checkpoint=True'] if use == 'load_from' else command[:2] + ['--trust-checkpoint'] + command[2:]
+    if use == 'load_from':
+        trusted = command + ['trust_checkpoint=True']
+    else:
+        trusted = command[:2] + ['--trust-checkpoint'] + command[2:]
     run_tool(*trusted)
     assert sentinel.exists()
 

@@ -6,8 +6,15 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from mmeff.datasets import (DataConfigError, DemoClassificationDataset, DemoCocoDataset, check_coco_annotations,
-                            check_data_config, ensure_demo_classification, ensure_demo_coco)
+from mmeff.datasets import (
+    DataConfigError,
+    DemoClassificationDataset,
+    DemoCocoDataset,
+    check_coco_annotations,
+    check_data_config,
+    ensure_demo_classification,
+    ensure_demo_coco,
+)
 from mmeff.datasets.demo import COCO_SPLITS, SHAPES
 
 

@@ -6,19 +6,25 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_tool, skip_for_hardware
 from mmengine import Config
+
+from conftest import run_tool, skip_for_hardware
 
 pytest.importorskip('mmdeploy', reason='the deploy extra is not installed: pip install -e .[deploy]')
 onnx = pytest.importorskip('onnx', reason='the deploy extra is not installed')
 pytest.importorskip('onnxruntime', reason='the deploy extra is not installed')
 
-from mmeff.deploy import build_deploy_model, check_deploy_stack, export_onnx  # noqa: E402
-from mmeff.deploy import compat  # noqa: E402
-from mmeff.deploy.compare import pytorch_outputs  # noqa: E402
-from mmeff.deploy.runtime import create_session, onnxruntime_latency, run_session  # noqa: E402
-from mmeff.deploy.tensorrt import (FP16_BOX_TOLERANCE, FP16_SCORE_TOLERANCE,  # noqa: E402
-                                   match_detections)
+from mmeff.deploy import (  # noqa: E402
+    build_deploy_model,
+    check_deploy_stack,
+    compat,  # noqa: E402
+    detection_parity,
+    export_for,
+    export_onnx,
+    match_detections,
+    pytorch_outputs,
+)
+from mmeff.deploy.backends import FP16_BOX_TOLERANCE, FP16_SCORE_TOLERANCE, ONNXRuntime, TensorRT  # noqa: E402
 from mmeff.models.layers.repvgg import RepVGGBlock  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -205,7 +211,7 @@ def check_rtdetr_parity(model_cfg, deploy_path, size, batch_size, tmp_path, eval
     assert 'NonMaxSuppression' not in ops
     assert all(node.domain in ('', 'ai.onnx') for node in onnx.load(onnx_file).graph.node)
     inputs = torch.rand(batch_size, 3, size, size)
-    ort_out = run_session(create_session(onnx_file), inputs.numpy())
+    ort_out = ONNXRuntime(onnx_file).run(inputs.numpy())
     torch_out = pytorch_outputs(model, inputs, cfg)
     num_queries = model.test_cfg['max_per_img']
     assert ort_out['dets'].shape == (batch_size, num_queries, 5)
@@ -327,9 +333,9 @@ def check_classifier_parity(model_cfg, size, tmp_path):
     inputs = classifier_inputs(size)
     scale_head(model, inputs)
     onnx_file = export_onnx(model, cfg, str(tmp_path / 'end2end.onnx'))
-    session = create_session(onnx_file)
+    session = ONNXRuntime(onnx_file)
     # The classification graph is static at batch 1.
-    ort_out = np.concatenate([run_session(session, x[None].numpy())['output'] for x in inputs])
+    ort_out = np.concatenate([session.run(x[None].numpy())['output'] for x in inputs])
     torch_out = pytorch_outputs(model, inputs, cfg)['output']
     diffs = classifier_diffs(ort_out, torch_out)
     print(f'{model_cfg} {size}x{size}: max |probability diff| {diffs["prob"]:.2e} '
@@ -343,8 +349,8 @@ def check_classifier_parity(model_cfg, size, tmp_path):
 
 def test_vit_classifier_parity_and_latency(tmp_path):
     onnx_file = check_classifier_parity('vit/vit/vit_tiny_p16_demo-64.py', 64, tmp_path)
-    latency = onnxruntime_latency(onnx_file, (1, 3, 64, 64), warmup=1, repeats=3)
-    assert 0 < latency['min'] <= latency['median']
+    latency = ONNXRuntime(onnx_file).latency([np.random.default_rng(0).random((1, 3, 64, 64))], warmup=1, repeats=3)
+    assert 0 < latency['min'] <= latency['median'] and latency['num_images'] == 1
 
 
 def test_token_merging_classifier_parity(tmp_path):
@@ -383,28 +389,24 @@ def test_tensorrt_cli_fails_fast_without_tensorrt(tmp_path):
         skip_for_hardware('TensorRT is installed: test_tensorrt_fp16_engine covers the path')
     except ImportError:
         pass
-    proc = run_tool('tools/deploy.py', 'tensorrt', TRT_FP16, 'configs/rtdetr_r18.py',
+    proc = run_tool('tools/deploy.py', 'tensorrt', TRT_FP16, 'configs/rtdetr/rtdetr_r18vd_4xb4-72e_coco.py',
                     str(tmp_path / 'end2end.engine'), check=False, timeout=300)
     assert proc.returncode != 0
     assert 'TensorRT is not installed' in proc.stderr
     assert not (tmp_path / 'end2end.onnx').exists()  # failed before exporting anything
 
 
-def test_tensorrt_functions_fail_fast_without_tensorrt():
-    """The module imports without TensorRT; what needs an engine says why it cannot run."""
+def test_tensorrt_backend_fails_fast_without_tensorrt():
+    """The backend imports without TensorRT; what needs an engine says why it cannot run."""
     try:
         import tensorrt  # noqa: F401
         skip_for_hardware('TensorRT is installed: test_tensorrt_fp16_engine covers the path')
     except ImportError:
         pass
-    from mmeff.deploy.tensorrt import tensorrt_latency, tensorrt_outputs, tensorrt_parity
-    inputs = np.zeros((1, 3, 640, 640), np.float32)
     with pytest.raises(RuntimeError, match='TensorRT is not installed'):
-        tensorrt_outputs('end2end.engine', inputs)
+        TensorRT('end2end.engine')
     with pytest.raises(RuntimeError, match='TensorRT is not installed'):
-        tensorrt_latency('end2end.engine')
-    with pytest.raises(RuntimeError, match='TensorRT is not installed'):
-        tensorrt_parity(None, deploy_cfg(TRT_FP16), 'end2end.engine', inputs)
+        TensorRT.build('end2end.onnx', deploy_cfg(TRT_FP16), 'end2end.engine')
 
 
 def test_tensorrt_fp16_engine(tmp_path):
@@ -416,13 +418,12 @@ def test_tensorrt_fp16_engine(tmp_path):
                           'latency path runs on GPU machines only')
     if not torch.cuda.is_available():
         skip_for_hardware('TensorRT is installed but torch sees no CUDA GPU')
-    from mmeff.deploy.tensorrt import build_engine, tensorrt_latency, tensorrt_parity
     torch.manual_seed(0)
     model, cfg, _ = build_deploy_model(TRT_FP16, osp.join(REPO, 'configs', 'rtdetr_r18.py'))
-    onnx_file = export_onnx(model, cfg, str(tmp_path / 'end2end.onnx'))
-    engine = build_engine(onnx_file, cfg, str(tmp_path / 'end2end.engine'))
+    engine = TensorRT(export_for('tensorrt', model, cfg, str(tmp_path / 'end2end.engine'), device='cuda:0'))
     inputs = torch.rand(2, 3, 640, 640).numpy()
-    report = tensorrt_parity(model, cfg, engine, inputs)
+    report = detection_parity(model, cfg, engine, inputs, FP16_BOX_TOLERANCE, FP16_SCORE_TOLERANCE,
+                              allow_top_k_swaps=True)
     print(f'RT-DETR-R18 TensorRT FP16 vs PyTorch, 640x640, {len(inputs)} images: '
           f'{report["num_dets"] - report["mismatched"]}/{report["num_dets"]} matched '
           f'({report["mismatched"]} swapped at the top-K cut), max |box diff| {report["box"]:.2e} px '
@@ -431,7 +432,7 @@ def test_tensorrt_fp16_engine(tmp_path):
     assert report['agree'], report
     # FP16 swaps candidates at the cut only: most detections keep their partner (not measured).
     assert report['mismatched'] <= 0.1 * report['num_dets'], report
-    latency = tensorrt_latency(engine, warmup=5, repeats=20)
+    latency = engine.latency([inputs[:1]], warmup=5, repeats=20)
     print(f'RT-DETR-R18 TensorRT FP16 640x640 batch 1: {1e3 * latency["median"]:.2f} ms')
     assert latency['median'] > 0
 
@@ -442,7 +443,7 @@ def test_deploy_cli_export_and_compare(tmp_path):
     small = deploy_cfg(ORT_STATIC, 128)
     small_cfg = tmp_path / 'detection_onnxruntime_static-128x128.py'
     small.dump(str(small_cfg))
-    model_cfg = 'configs/demo/rtdetr_r18_demo.py'
+    model_cfg = 'configs/rtdetr/rtdetr_r18vd_demo-256.py'
     onnx_file = tmp_path / 'export' / 'end2end.onnx'
     proc = run_tool('tools/deploy.py', 'export', str(small_cfg), model_cfg, str(onnx_file), timeout=600)
     assert proc.stdout.strip().splitlines()[-1] == str(onnx_file)
@@ -451,7 +452,7 @@ def test_deploy_cli_export_and_compare(tmp_path):
     assert (graph.input[0].name, dims) == ('input', [1, 3, 128, 128])
     assert [o.name for o in graph.output] == ['dets', 'labels']
     assert {'GridSample', 'TopK'} <= op_types(str(onnx_file))
-    out = run_session(create_session(str(onnx_file)), np.random.default_rng(0).random((1, 3, 128, 128)))
+    out = ONNXRuntime(str(onnx_file)).run(np.random.default_rng(0).random((1, 3, 128, 128)))
     num_queries = Config.fromfile(osp.join(REPO, model_cfg)).model.test_cfg.max_per_img
     assert out['dets'].shape == (1, num_queries, 5) and out['labels'].shape == (1, num_queries)
     assert np.isfinite(out['dets']).all() and ((out['dets'][..., 4] >= 0) & (out['dets'][..., 4] <= 1)).all()
@@ -463,15 +464,15 @@ def test_deploy_cli_export_and_compare(tmp_path):
     lines = proc.stdout.splitlines()  # the table, possibly with mmdeploy's log lines between
     header = [line.split() for line in lines if line.startswith('model ')]
     assert header == [['model', 'input', 'threads', 'pytorch', 'ms', 'ort', 'ms', 'ort/pt']], lines
-    rows = [line.split() for line in lines if line.startswith('rtdetr_r18_demo ')]
+    rows = [line.split() for line in lines if line.startswith('rtdetr_r18vd_demo-256 ')]
     assert len(rows) == 1, lines
     name, shape, threads, pytorch_ms, ort_ms, ratio = rows[0]
-    assert (name, shape, threads) == ('rtdetr_r18_demo', '1x3x128x128', '1')
+    assert (name, shape, threads) == ('rtdetr_r18vd_demo-256', '1x3x128x128', '1')
     pytorch_ms, ort_ms, ratio = float(pytorch_ms), float(ort_ms), float(ratio)
     assert pytorch_ms > 0 and ort_ms > 0
     # The printed values are rounded to 0.1 ms and 0.01.
     assert ratio == pytest.approx(ort_ms / pytorch_ms, abs=0.01 + 0.1 * (1 + ratio) / pytorch_ms)
-    assert (work_dir / 'rtdetr_r18_demo.onnx').is_file()
+    assert (work_dir / 'rtdetr_r18vd_demo-256.onnx').is_file()
 
 
 def test_swin_runs_in_pytorch_after_export(tmp_path):

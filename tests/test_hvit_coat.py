@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
+from mmeff.models.backbones.coat import CoaT, ConvRelPosEnc, FactorAttnConvRelPosEnc
+
 from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
-from mmeff.models.backbones.coat import CoaT, FactorAttnConvRelPosEnc, ConvRelPosEnc
 
 SLOW = pytest.mark.slow
 ARCHS = ['tiny', pytest.param('mini', marks=SLOW), pytest.param('small', marks=SLOW), 'lite_tiny',

@@ -1,12 +1,13 @@
 """CvT (arXiv 2103.15808): parity with HF transformers' CvT, the pyramid, the convolutional projection."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import mmeff.models  # noqa: F401  (registers the modules)
+from mmeff.converters.hf_cvt import hf_cvt_to_mmeff
+from mmeff.models.backbones.cvt import ConvAttention
+
 from helpers.hier_backbone import check_bad_size, check_forward_backward, check_pyramid, check_registries
 from helpers.timm_parity import build_mmeff, randomize_
-from mmeff.models.backbones.cvt import ConvAttention, hf_cvt_to_mmeff
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 

@@ -3,10 +3,12 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
+from mmeff.converters.timm import timm_efficientformerv2_to_mmeff
+from mmeff.models.backbones.efficientformer_v2 import EfficientFormerV2
+from mmeff.registry import CLS_MODELS, DET_MODELS
+
 from helpers.timm_parity import randomize_
 from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
-from mmeff.models.backbones.efficientformer_v2 import EfficientFormerV2, timm_efficientformerv2_to_mmeff
-from mmeff.registry import CLS_MODELS, DET_MODELS
 
 CHANNELS = {'s0': (32, 48, 96, 176), 's1': (32, 48, 120, 224), 's2': (32, 64, 144, 288), 'l': (40, 80, 192, 384)}
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
 from mmeff.models.backbones.efficientvit_mit import EfficientViTMIT, LiteMLA
+
+from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
 
 ARCHS = [a if a == 'b0' else pytest.param(a, marks=pytest.mark.slow) for a in EfficientViTMIT.arch_zoo]
 

@@ -3,10 +3,12 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
-from mmeff.models.backbones.fastvit import FastViT, timm_fastvit_to_mmeff
+from mmeff.converters.timm import timm_fastvit_to_mmeff
+from mmeff.models.backbones.fastvit import FastViT
 from mmeff.models.layers.reparam import Reparameterizable, switch_to_deploy
 from mmeff.registry import CLS_MODELS, DET_MODELS
+
+from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
 
 ARCHS = ['t8', 't12', 's12', 'sa12', 'sa24', 'sa36', 'ma36']
 

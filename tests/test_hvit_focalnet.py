@@ -1,11 +1,12 @@
 """FocalNet (arXiv 2203.11926): shapes, strides, training step, sizes distinct per variant, input checks,
 its projections as 1x1 convolutions."""
 import pytest
+import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-import torch
-from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
 from mmeff.models.backbones.focalnet import FocalNet, MapLinear
+
+from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
 
 VARIANTS = [('tiny', 2), pytest.param('tiny', 3, marks=pytest.mark.slow),
             pytest.param('small', 2, marks=pytest.mark.slow), pytest.param('small', 3, marks=pytest.mark.slow),

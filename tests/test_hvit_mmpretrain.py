@@ -12,10 +12,11 @@ from mmengine.config import Config
 from mmpretrain.models.utils import ShiftWindowMSA
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.mmdet_detector import build_retinanet
 from mmeff.models.backbones.mmpretrain_lean import LEAN_MERGINGS
 from mmeff.models.backbones.swin_v2 import RECOMPUTED_TABLES
 from mmeff.registry import CLS_MODELS, DET_MODELS
+
+from helpers.mmdet_detector import build_retinanet
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
 from mmeff.models.backbones.nextvit import NextViT
 from mmeff.models.layers.reparam import switch_to_deploy
+
+from helpers.hvit_checks import check_forward_backward, check_pyramid, check_registries
 
 CHANNELS = [96, 256, 512, 1024]
 

@@ -1,5 +1,6 @@
 """The demo configs of CvT, Wave-ViT, ResT and HaloNet train one epoch and evaluate (tools/train.py)."""
 import pytest
+
 from conftest import train_demo
 
 DEMOS = ['configs/hvit/cvt/cvt_13_demo-64.py', 'configs/hvit/wavevit/wavevit_s_demo-64.py',

@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.mmdet_detector import build_retinanet
 from mmeff.benchmark.flops import count_ops
 from mmeff.models.backbones.stvit_swin import SemanticTokenCycle, from_windows, to_windows
 from mmeff.registry import CLS_MODELS, DET_MODELS
+
+from helpers.mmdet_detector import build_retinanet
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
@@ -101,7 +102,8 @@ def test_clear_errors():
     with pytest.raises(ValueError, match='multiples of 112'):
         backbone(torch.randn(1, 3, 256, 256))
     with pytest.raises(ValueError, match='multiple of 6'):
-        CLS_MODELS.build(dict(type='STViTSwin', arch=dict(embed_dims=96, depths=[2, 2, 4, 2], num_heads=[3, 6, 12, 24])))
+        CLS_MODELS.build(dict(type='STViTSwin', arch=dict(embed_dims=96, depths=[2, 2, 4, 2], num_heads=[3, 6, 12,
+                                                                                                         24])))
 
 
 @pytest.mark.slow

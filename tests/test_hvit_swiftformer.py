@@ -3,9 +3,11 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
-from mmeff.models.backbones.swiftformer import EfficientAdditiveAttention, SwiftFormer, timm_swiftformer_to_mmeff
+from mmeff.converters.timm import timm_swiftformer_to_mmeff
+from mmeff.models.backbones.swiftformer import EfficientAdditiveAttention, SwiftFormer
 from mmeff.registry import CLS_MODELS, DET_MODELS
+
+from helpers.unit_bn import load_backbone_from_timm, randomize_unit_bn_
 
 
 def check_pyramid(arch, size):

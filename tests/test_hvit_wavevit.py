@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
-from helpers.hier_backbone import check_bad_size, check_forward_backward, check_pyramid, check_registries
 from mmeff.models.backbones.wavevit import HaarDWT, HaarIDWT, WaveletAttention
+
+from helpers.hier_backbone import check_bad_size, check_forward_backward, check_pyramid, check_registries
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 

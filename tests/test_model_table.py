@@ -1,15 +1,13 @@
-"""tools/analysis/model_table.py: MACs checked by hand and against mmengine's counter; the README rewrite."""
+"""mmeff.benchmark.model_table and tools/analysis/model_table.py: MACs checked by hand and against mmengine's
+counter; the README rewrite."""
 import os.path as osp
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, run_tool
+from mmeff.benchmark import model_table
 
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
-import model_table  # noqa: E402
-import readme_model_summary  # noqa: E402
+from conftest import REPO, run_tool
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
@@ -34,6 +32,7 @@ def test_matches_mmengine_counter_on_a_matmul_only_model():
     """mmengine (fvcore's handles) knows linear, conv and matmul but not SDPA or FFTs; on linear
     attention both count the same, apart from the LayerNorms mmengine adds (5 per element)."""
     from mmengine.analysis import FlopAnalyzer
+
     from mmeff.benchmark.subject import build_model, load_config
     path = config('linear_transformer/linear_transformer_tiny_p16_in1k-224.py')
     model = build_model(load_config(path)).requires_grad_(False)
@@ -84,7 +83,8 @@ def test_cli_prints_rows_with_progress(tmp_path):
     proc = run_tool('tools/analysis/model_table.py', 'configs/vit', '--only', 'vit/vit_tiny', '--out', str(out),
                     env=dict(OMP_NUM_THREADS='1'))
     assert '[1/1] vit/vit_tiny_p16_in1k-224.py: 5,721,832 params' in proc.stderr
-    assert '| [vit_tiny_p16_in1k-224](vit/vit_tiny_p16_in1k-224.py) | Baseline | 5.72 | 1.25 | 5,721,832 |' in proc.stdout
+    row = '| [vit_tiny_p16_in1k-224](vit/vit_tiny_p16_in1k-224.py) | Baseline | 5.72 | 1.25 | 5,721,832 |'
+    assert row in proc.stdout
     assert out.exists()
 
 
@@ -93,4 +93,4 @@ def test_cli_prints_rows_with_progress(tmp_path):
                                                ('resnet18_in1k-224', 'resnet', 'resnet18'),
                                                ('wide_resnet50_2_in1k-224', 'resnet', 'wide_resnet50_2')])
 def test_readme_summary_variant_labels(name, arch, label):
-    assert readme_model_summary.variant_label(name, arch) == label
+    assert model_table.variant_label(name, arch) == label

@@ -1,5 +1,6 @@
 """The RT-DETR configs: sizes vs. the official checkpoints, the recipe (optimizer groups, warm-up,
 EMA), the batch-level multi-scale resize, the pre-flight error without COCO, and the mixing configs."""
+import glob
 import math
 import os.path as osp
 
@@ -14,10 +15,11 @@ from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
 from mmengine.structures import InstanceData
 
 import mmeff  # noqa: F401  (registers the modules)
-from conftest import REPO, RTDETR_KEYS_DIR, run_tool
 from mmeff.benchmark import Subject, count_ops
 from mmeff.datasets import RTDETR_TRAIN_SIZES, DemoCocoDataset
 from mmeff.registry import DET_MODELS
+
+from conftest import REPO, RTDETR_KEYS_DIR, run_tool
 
 # config -> official checkpoint key list (RT-DETRv2's for L/X: the v1 ones are Paddle checkpoints)
 OFFICIAL = {
@@ -29,6 +31,11 @@ OFFICIAL = {
     'l': 'rtdetrv2_hgnetv2_l_6x_coco',
     'x': 'rtdetrv2_hgnetv2_x_6x_coco',
 }
+# the short config names users type (configs/rtdetr_<arch>.py) -> the full ones in configs/rtdetr/
+CONFIGS = dict(r18='rtdetr/rtdetr_r18vd_4xb4-72e_coco', r34='rtdetr/rtdetr_r34vd_4xb4-72e_coco',
+               r50m='rtdetr/rtdetr_r50vd-m_4xb4-72e_coco', r50='rtdetr/rtdetr_r50vd_4xb4-72e_coco',
+               r101='rtdetr/rtdetr_r101vd_4xb4-72e_coco', l='rtdetr/rtdetr_hgnetv2-l_4xb4-72e_coco',
+               x='rtdetr/rtdetr_hgnetv2-x_4xb4-72e_coco')
 # Paper, Table 2 (millions of parameters; GFLOPs at 640x640, 2 FLOPs per multiply-add)
 PAPER_PARAMS = dict(r18=20, r34=31, r50m=36, r50=42, r101=76, l=32, x=67)
 PAPER_GFLOPS = dict(r18=60, r34=92, r50m=100, r50=136, r101=259, l=110, x=234)
@@ -44,6 +51,14 @@ def mmdet_scope():
 
 def load(name: str) -> Config:
     return Config.fromfile(f'{REPO}/configs/{name}.py')
+
+
+@pytest.mark.parametrize('arch', list(OFFICIAL))
+def test_short_config_names_are_the_full_configs(arch):
+    short = load(f'rtdetr_{arch}')
+    full = load(CONFIGS[arch])
+    assert short.to_dict() == full.to_dict()
+    assert sorted(glob.glob(f'{REPO}/configs/rtdetr_*.py')) == sorted(f'{REPO}/configs/rtdetr_{a}.py' for a in CONFIGS)
 
 
 def official_numel(name: str) -> int:
@@ -69,7 +84,7 @@ def official_numel(name: str) -> int:
 
 @pytest.mark.parametrize('arch', list(OFFICIAL))
 def test_config_builds_with_official_size(arch):
-    cfg = load(f'rtdetr_{arch}')
+    cfg = load(CONFIGS[arch])
     model = DET_MODELS.build(cfg.model)
     numel = sum(v.numel() for k, v in model.state_dict().items() if k.split('.')[-1] not in BN_STATS)
     expected = official_numel(OFFICIAL[arch])
@@ -87,7 +102,7 @@ def test_config_builds_with_official_size(arch):
 def test_flops_at_640_match_the_paper(arch):
     """GFLOPs of one 640x640 image: the README's numbers, within 2 % of the paper's. Deformable
     attention's ``grid_sample`` is resampling, counted with the elementwise ops, not as MACs."""
-    subject = Subject(osp.join(REPO, f'configs/rtdetr_{arch}.py'), (640, 640))
+    subject = Subject(osp.join(REPO, f'configs/{CONFIGS[arch]}.py'), (640, 640))
     counts = count_ops(subject.infer_fn(1), subject.model)
     gflops = counts['flops'] / 1e9
     print(f'{arch}: {gflops:.2f} GFLOPs (paper {PAPER_GFLOPS[arch]}), MACs by op {counts["macs_by_op"]}')
@@ -108,7 +123,7 @@ def test_r50m_evaluates_at_decoder_layer_3():
 def test_optimizer_groups(arch, backbone_lr):
     """Backbone lr 1e-5 (R101 1e-6), other weights 1e-4 with decay 1e-4, no decay on any norm or
     bias (R18's backbone norms are trained: they are the case mmengine's default gets wrong)."""
-    cfg = load(f'rtdetr_{arch}')
+    cfg = load(CONFIGS[arch])
     model = DET_MODELS.build(cfg.model)
     optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     group_of = {id(p): g for g in optimizer.param_groups for p in g['params']}
@@ -202,7 +217,8 @@ def test_batch_multiscale_draws_from_the_list_and_stops():
 def test_train_without_coco_names_data_coco(tmp_path):
     if osp.isdir(osp.join(REPO, 'data', 'coco')):
         pytest.skip('COCO is present under data/coco')
-    proc = run_tool('tools/train.py', 'configs/rtdetr_r50.py', '--work-dir', str(tmp_path), check=False)
+    proc = run_tool('tools/train.py', 'configs/rtdetr/rtdetr_r50vd_4xb4-72e_coco.py', '--work-dir', str(tmp_path),
+                    check=False)
     assert proc.returncode != 0
     assert "data root 'data/coco/'" in proc.stderr, proc.stderr[-2000:]
 
@@ -226,7 +242,7 @@ SMALL_RESNET = dict(backbone=dict(depth=18, init_cfg=None), neck=dict(in_channel
 @pytest.mark.parametrize('config, overrides', [
     # score_thr 0: an untrained RetinaNet's scores lie below the config's 0.05
     ('mixing/retinanet_r50_hybrid-encoder_1x_coco', dict(SMALL_RESNET, test_cfg=dict(score_thr=0.0))),
-    ('mixing/rtdetr_mmpretrain-resnet50_coco',
+    ('mixing/rtdetr_mmpretrain-resnet50_4xb4-72e_coco',
      dict(SMALL_RESNET, num_queries=30, data_preprocessor=dict(batch_augments=None))),
 ])
 def test_mixing_config_trains_and_predicts(config, overrides):
@@ -267,3 +283,14 @@ def test_paper_pipeline_on_images_with_and_without_boxes(pipeline):
         counts.append(len(boxes))
     print(f'{pipeline}: boxes per image {counts}')
     assert 0 in counts and max(counts) > 0
+
+
+def test_metafile_states_the_measured_size():
+    """configs/rtdetr/metafile.yml (the model index) carries the params and GFLOPs asserted above."""
+    import yaml
+    models = {m['Name']: m for m in yaml.safe_load(open(f'{REPO}/configs/rtdetr/metafile.yml'))['Models']}
+    assert set(models) == {osp.basename(c) for c in CONFIGS.values()}
+    for arch, config in CONFIGS.items():
+        metadata = models[osp.basename(config)]['Metadata']
+        assert float(metadata['FLOPs'].rstrip('G')) == MEASURED_GFLOPS[arch]
+        assert int(float(metadata['Parameters'].rstrip('M'))) == PAPER_PARAMS[arch]  # the paper truncates

@@ -9,11 +9,16 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmeff  # noqa: F401  (registers the modules)
-from conftest import RTDETR_KEYS_DIR, run_tool
-from mmeff.models.detectors.rtdetr_official import (UnmappedKeysError, compare_with_model,
-                                                    convert_state_dict, detect_version,
-                                                    extract_state_dict)
+from mmeff.converters.rtdetr_official import (
+    UnmappedKeysError,
+    compare_with_model,
+    convert_state_dict,
+    detect_version,
+    extract_state_dict,
+)
 from mmeff.registry import DET_MODELS
+
+from conftest import RTDETR_KEYS_DIR, run_tool
 
 R50_MODEL = dict(
     type='RTDETR', num_queries=300, feat_channels=(256, 256, 256),
@@ -21,7 +26,7 @@ R50_MODEL = dict(
                            bgr_to_rgb=True, pad_size_divisor=32),
     backbone=dict(type='PResNet', depth=50, out_indices=(1, 2, 3)),
     neck=dict(type='HybridEncoder', arch='r50'),
-    decoder=dict(num_layers=6, embed_dims=256,
+    decoder=dict(type='RTDETRTransformerDecoder', num_layers=6, embed_dims=256,
                  layer_cfg=dict(num_heads=8, feedforward_channels=1024, dropout=0.0, num_levels=3,
                                 num_points=4)),
     bbox_head=dict(type='RTDETRHead', num_classes=80, embed_dims=256),

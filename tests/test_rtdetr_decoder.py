@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from mmeff.models.layers.ms_deform_attn import (RTDETRMSDeformableAttention,
-                                                ms_deform_attn_grid_sample)
+from mmeff.models.layers.ms_deform_attn import RTDETRMSDeformableAttention, ms_deform_attn_grid_sample
 from mmeff.models.layers.rtdetr_decoder import RTDETRDecoderLayer, RTDETRTransformerDecoder
 
 

@@ -1,8 +1,6 @@
 """RT-DETR detector: losses, training step, query selection modes, eval_idx, predict, sizes."""
 import copy
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +8,9 @@ from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
 import mmeff  # noqa: F401  (registers the modules)
+from mmeff.models.layers.rtdetr_decoder import RTDETRTransformerDecoder
 from mmeff.registry import DET_MODELS
+
 from conftest import RTDETR_KEYS_DIR
 
 NUM_CLASSES = 3
@@ -27,7 +27,7 @@ def tiny_cfg(query_select='vfl', eval_idx=-1, embed_dims=64, num_layers=NUM_LAYE
         backbone=dict(type='ResNet', depth=18, out_indices=(1, 2, 3), norm_cfg=dict(type='BN')),
         neck=dict(type='ChannelMapper', in_channels=[128, 256, 512], out_channels=embed_dims,
                   kernel_size=1, num_outs=3, act_cfg=None),
-        decoder=dict(num_layers=num_layers, embed_dims=embed_dims,
+        decoder=dict(type='RTDETRTransformerDecoder', num_layers=num_layers, embed_dims=embed_dims,
                      layer_cfg=dict(num_heads=8, feedforward_channels=4 * embed_dims, num_levels=3,
                                     num_points=4)),
         bbox_head=dict(type='RTDETRHead', num_classes=num_classes, embed_dims=embed_dims,
@@ -78,7 +78,7 @@ def test_varifocal_loss_matches_formula():
     expected = 0.0
     for q in range(3):
         for c in range(2):
-            x, p = logits[q, c].item(), torch.sigmoid(logits[q, c]).item()
+            p = torch.sigmoid(logits[q, c]).item()
             t = ious[q].item() if labels[q] == c else 0.0
             weight = t if labels[q] == c else 0.75 * p**2
             expected += weight * -(t * math.log(p) + (1 - t) * math.log(1 - p))
@@ -132,9 +132,9 @@ def test_uncertainty_selection_differs_and_its_loss_has_gradients():
     sel_b = explicit.bbox_head.select_queries(memory, anchors, valid, 30)
     sel_a = official.bbox_head.select_queries(memory, anchors, valid, 30)
     changed = [len(set(a.tolist()) ^ set(b.tolist())) // 2
-               for a, b in zip(sel_a['indices'], sel_b['indices'])]
+               for a, b in zip(sel_a.indices, sel_b.indices)]
     print(f'queries selected differently per image (of 30): {changed}')
-    assert sel_a['iou'] is None and sel_b['iou'].shape == (2, 30)
+    assert sel_a.iou_logits is None and sel_b.iou_logits.shape == (2, 30)
     assert min(changed) > 0
     # The uncertainty terms reach the IoU predictor and the encoder class branch.
     inputs, samples = batch(BOXES_A, BOXES_B)
@@ -195,11 +195,11 @@ def test_uncertainty_selection_ranks_tokens_by_the_papers_score(uncertainty_lamb
                   confidence - uncertainty_lambda * (iou - confidence), confidence,
                   confidence - other_lambda * (iou - confidence).abs()):
         assert not torch.equal(paper_topk(wrong, valid, 30)[0], expected)
-    assert torch.equal(selected['indices'], expected)
+    assert torch.equal(selected.indices, expected)
     assert torch.equal(decoder_inputs['query'], enc_memory.gather(1, expected[..., None].expand(-1, -1, 64)))
     # What the losses see is what was selected.
-    assert torch.allclose(selected['iou'].sigmoid(), iou.gather(1, expected))
-    assert torch.allclose(selected['cls'], (enc_memory @ weight.T + bias).gather(
+    assert torch.allclose(selected.iou_logits.sigmoid(), iou.gather(1, expected))
+    assert torch.allclose(selected.cls_logits, (enc_memory @ weight.T + bias).gather(
         1, expected[..., None].expand(-1, -1, NUM_CLASSES)))
 
 
@@ -238,6 +238,23 @@ def test_channels_last_inference_gives_the_same_outputs():
 def test_bad_eval_idx_is_rejected_with_advice():
     with pytest.raises(ValueError, match='eval_idx'):
         build(eval_idx=NUM_LAYERS)
+
+
+def test_decoder_variant_is_a_config():
+    """``decoder.type`` chooses the decoder class; the head's branches follow its layer count."""
+
+    class DecoderVariant(RTDETRTransformerDecoder):
+        pass
+
+    cfg = tiny_cfg(num_layers=2)
+    cfg['decoder']['type'] = DecoderVariant
+    model = DET_MODELS.build(cfg)
+    assert type(model.decoder) is DecoderVariant
+    assert len(model.bbox_head.reg_branches) == 2 + 1  # a branch per layer + the encoder's
+    cfg = tiny_cfg()
+    cfg['bbox_head']['num_pred_layer'] = 4
+    with pytest.raises(ValueError, match='num_pred_layer'):
+        DET_MODELS.build(cfg)
 
 
 def test_predict_non_square_padded_input_in_original_coordinates():

@@ -3,20 +3,21 @@ official model's backbone + encoder checked key by key against the official chec
 import ast
 import copy
 import os
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
 import mmeff  # noqa: F401  (registers the modules)
-from mmeff.models.backbones import hgnetv2, presnet
+from mmeff.converters.rename import rename
+from mmeff.converters.rtdetr_official import BACKBONE_RULES, ENCODER_RULES
 from mmeff.models.layers.repvgg import CSPRepLayer, RepVGGBlock
-from mmeff.models.necks import aifi, hybrid_encoder
+from mmeff.models.necks import aifi
 from mmeff.models.necks.aifi import AIFI, sincos_position_embedding_2d
 from mmeff.models.necks.ccff import CCFF
 from mmeff.models.necks.hybrid_encoder import HybridEncoder
 from mmeff.registry import DET_MODELS
+
 from conftest import RTDETR_KEYS_DIR
 
 FUSE_TOL = 1e-5  # float32, relative to the largest output
@@ -197,17 +198,15 @@ OFFICIAL_MODELS = {
     'rtdetrv2_hgnetv2_x_6x_coco': (dict(type='HGNetv2', arch='X'), 'x'),
     'rtdetrv2_hgnetv2_h_6x_coco': (dict(type='HGNetv2', arch='H'), 'h'),
 }
-BACKBONE_KEY_MAPS = {'PResNet': presnet.official_key_to_mmeff,
-                     'HGNetv2': hgnetv2.official_key_to_mmeff}
 
 
-def _official_layout(name: str, prefix: str, key_map) -> set:
-    """{(mmeff name, shape)} of the official entries under ``prefix``."""
+def _official_layout(name: str, prefix: str, rules) -> set:
+    """{(mmeff name, shape)} of the official entries under ``prefix``, renamed by ``rules``."""
     layout = set()
     for line in (RTDETR_KEYS_DIR / f'{name}.keys.txt').read_text().splitlines():
         key, shape = line.split('\t')
         if key.startswith(prefix):
-            layout.add((key_map(key[len(prefix):]), tuple(ast.literal_eval(shape))))
+            layout.add((rename(key[len(prefix):], rules), tuple(ast.literal_eval(shape))))
     return layout
 
 
@@ -226,11 +225,11 @@ def test_official_checkpoint_layout(name):
     backbone_cfg, encoder_arch = OFFICIAL_MODELS[name]
     backbone = DET_MODELS.build(backbone_cfg)
     encoder = DET_MODELS.build(dict(type='HybridEncoder', arch=encoder_arch))
-    for part, module, prefix, key_map in [
-        ('backbone', backbone, 'backbone.', BACKBONE_KEY_MAPS[backbone_cfg['type']]),
-        ('encoder', encoder, 'encoder.', hybrid_encoder.official_key_to_mmeff),
+    for part, module, prefix, rules in [
+        ('backbone', backbone, 'backbone.', BACKBONE_RULES[backbone_cfg['type']]),
+        ('encoder', encoder, 'encoder.', ENCODER_RULES),
     ]:
-        official, ours = _official_layout(name, prefix, key_map), _layout(module)
+        official, ours = _official_layout(name, prefix, rules), _layout(module)
         n_params = sum(p.numel() for p in module.parameters())
         print(f'{name} {part}: official {_numel(official)} numbers in {len(official)} entries, '
               f'mmeff {_numel(ours)} in {len(ours)} ({n_params} parameters)')

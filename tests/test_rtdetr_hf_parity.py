@@ -1,7 +1,7 @@
 """Parity with the reference implementation: HF transformers' ``RTDetrForObjectDetection``.
 
 An HF model with random weights (built from a config: no hub, no timm) is mapped into mmeff's
-``configs/rtdetr_r18.py`` / ``rtdetr_r50.py`` model through :mod:`mmeff.models.detectors.hf_rtdetr`
+``configs/rtdetr/rtdetr_r18vd_4xb4-72e_coco.py`` / ``rtdetr_r50.py`` model through :mod:`mmeff.converters.hf_rtdetr`
 (HF -> official names -> the official converter). Both run in eval mode on the same normalized
 320x320 image; backbone features, encoder outputs, and the last decoder layer's class logits and
 boxes of the 300 selected queries must agree (max abs diff, printed) within a bound per model and
@@ -33,9 +33,10 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmeff  # noqa: F401  (registers the modules)
-from conftest import REPO
-from mmeff.models.detectors.hf_rtdetr import hf_rtdetr_config, hf_to_mmeff_state_dict
+from mmeff.converters.hf_rtdetr import hf_rtdetr_config, hf_to_mmeff_state_dict
 from mmeff.registry import DET_MODELS
+
+from conftest import REPO
 
 transformers = pytest.importorskip('transformers')
 

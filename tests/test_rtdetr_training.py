@@ -18,11 +18,12 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 import mmeff  # noqa: F401  (registers the modules)
-from conftest import REPO, run_tool, run_tool_cmd
 from mmeff.datasets import DemoCocoDataset, ensure_demo_coco
 from mmeff.registry import DET_MODELS
 
-DEMO = 'configs/demo/rtdetr_r18_demo.py'
+from conftest import REPO, run_tool, run_tool_cmd
+
+DEMO = 'configs/rtdetr/rtdetr_r18vd_demo-256.py'
 TINY_SIZE = 128
 # The demo model shrunk further (quarter-width ResNet-18-vd, 64 channels, 128 px, 30 queries) so that a
 # run takes seconds; deterministic pipeline without augmentation.
@@ -157,7 +158,7 @@ def test_a_batch_without_any_box_trains(one_thread):
 def test_non_square_image_predicted_in_original_coordinates(tmp_path, one_thread):
     """A 200x320 (h x w) image through the test pipeline (640x640 without keeping the ratio, as in
     training): the predictions are the model's normalized boxes times the original size."""
-    cfg = Config.fromfile(osp.join(REPO, 'configs/rtdetr_r18.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs/rtdetr/rtdetr_r18vd_4xb4-72e_coco.py'))
     path = str(tmp_path / 'wide.jpg')
     cv2.imwrite(path, np.full((200, 320, 3), 128, np.uint8))
     pipeline = Compose([t for t in cfg.test_pipeline if t['type'] != 'LoadAnnotations'])
@@ -255,5 +256,5 @@ def test_demo_script_learns_and_reports(tmp_path):
     maps = _maps(log)
     print('mAP after training (validation) and of tools/test.py:', maps)
     assert len(maps) == 2 and min(maps) >= 0.25
-    table = proc.stdout[proc.stdout.rindex('rtdetr_r18_demo') - 2000:]
+    table = proc.stdout[proc.stdout.rindex('rtdetr_r18vd_demo-256') - 2000:]
     assert 'params' in table and 'GFLOPs' in table and 'latency' in table

@@ -15,29 +15,31 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 import mmeff  # noqa: F401  (registers the modules)
-from conftest import REPO, run_tool
 from mmeff.engine.optimizers import NORM_LAYERS
 from mmeff.registry import CLS_MODELS, DET_DATASETS, DET_MODELS
 
-CONFIG_DIR = osp.join(REPO, 'configs', 'rtdetr_vit')
-CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in glob.glob(f'{CONFIG_DIR}/**/*.py', recursive=True)
-                 if '_base_' not in p)
-DEMOS = [c for c in CONFIGS if c.endswith('_demo.py')]
+from conftest import REPO, run_tool
+
+CONFIG_DIR = osp.join(REPO, 'configs')
+# RT-DETR with the efficient-ViT backbones, and the same backbones in mmdet's RetinaNet (configs/mixing)
+CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in glob.glob(f'{CONFIG_DIR}/rtdetr_vit/*.py')
+                 + [p for p in glob.glob(f'{CONFIG_DIR}/mixing/retinanet_*.py') if 'hybrid-encoder' not in p])
+DEMOS = [c for c in CONFIGS if c.endswith('_demo-256.py')]
 FULL = [c for c in CONFIGS if c not in DEMOS]
 # The default suite trains every RT-DETR demo and RetinaNet with the simple feature pyramid (the other RetinaNet demos
 # differ only in the backbone, which the RT-DETR demos train): ~40 s on 2 free cores; all of them in the slow suite.
-DEFAULT_DEMOS = [c for c in DEMOS if c.startswith('demo/')] + ['mmdet/retinanet_vit-s_sfp_demo.py']
+DEFAULT_DEMOS = [c for c in DEMOS if c.startswith('rtdetr_vit/')] + ['mixing/retinanet_vit-s_sfp_demo-256.py']
 
 # Trainable parameters of the COCO configs (the rows of the README table; the ViTs' position embeddings are sized
 # for the configs' img_size: 640x640 for RT-DETR, 800x1344 for RetinaNet).
 PARAMS = {
-    'rtdetr_swin_tiny.py': 46_364_166,
-    'rtdetr_vit_small_sfp.py': 43_222_860,
-    'rtdetr_hydra_vit_small_sfp.py': 43_222_860,
-    'mmdet/retinanet_swin-t_fpn_1x_coco.py': 38_458_606,
-    'mmdet/retinanet_vit-s_sfp_1x_coco.py': 31_988_276,
-    'rtdetr_nextvit_small.py': 49_696_716,
-    'mmdet/retinanet_nextvit-s_fpn_1x_coco.py': 42_380_980,
+    'rtdetr_vit/rtdetr_swin-t_4xb4-72e_coco.py': 46_364_166,
+    'rtdetr_vit/rtdetr_vit-s_sfp_4xb4-72e_coco.py': 43_222_860,
+    'rtdetr_vit/rtdetr_hydra-vit-s_sfp_4xb4-72e_coco.py': 43_222_860,
+    'mixing/retinanet_swin-t_fpn_1x_coco.py': 38_458_606,
+    'mixing/retinanet_vit-s_sfp_1x_coco.py': 31_988_276,
+    'rtdetr_vit/rtdetr_nextvit-s_4xb4-72e_coco.py': 49_696_716,
+    'mixing/retinanet_nextvit-s_fpn_1x_coco.py': 42_380_980,
 }
 
 
@@ -164,7 +166,7 @@ def test_config_builds_with_the_expected_levels(config):
         assert cfg.train_dataloader.dataset.type == 'DemoCocoDataset'
 
 
-@pytest.mark.parametrize('config', [c for c in FULL if not c.startswith('mmdet/')])
+@pytest.mark.parametrize('config', [c for c in FULL if not c.startswith('mixing/')])
 def test_rtdetr_learning_rates(config):
     """RT-DETR's recipe: AdamW 1e-4, the pretrained backbone at 1e-5, no decay on norms, biases, position
     embeddings and position tables; the simple feature pyramid (new) at the full rate."""
@@ -258,7 +260,7 @@ def test_demo_trains_and_predicts_at_demo_size(config, one_thread):
 @pytest.mark.slow
 def test_demo_trains_with_the_tools(tmp_path):
     """tools/train.py and tools/test.py on the ViT + simple-feature-pyramid RT-DETR demo (one epoch on 16 images)."""
-    config = 'configs/rtdetr_vit/demo/rtdetr_hydra_vit_small_sfp_demo.py'
+    config = 'configs/rtdetr_vit/rtdetr_hydra-vit-s_sfp_demo-256.py'
     options = ['train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8',
                'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
                'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False']

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-import mmeff.models  # noqa: F401  (registers the modules and their twins)
+import mmeff.models  # noqa: F401  (registers the modules)
+from mmeff.converters.twins import TIMM_TWINS
+
 from helpers.timm_parity import timm_logit_diff
-from mmeff.models.timm_twins import TIMM_TWINS
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 pytest.importorskip('timm')

@@ -8,12 +8,13 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
-from conftest import CLS_DEMO, DET_DEMO, REPO, SMALL, run_tool, run_tool_cmd, train_demo
 
 import mmeff  # noqa: F401  (mmengine's checkpoint types allow-listed for torch.load)
 from mmeff.engine.checkpoint import partial_path
 
-RTDETR_DEMO = 'configs/demo/rtdetr_r18_demo.py'
+from conftest import CLS_DEMO, DET_DEMO, REPO, SMALL, run_tool, run_tool_cmd, train_demo
+
+RTDETR_DEMO = 'configs/rtdetr/rtdetr_r18vd_demo-256.py'
 
 
 def _config(tmp_path, base, body, name='derived_config.py'):
@@ -51,7 +52,8 @@ def test_kill_and_resume_equals_the_uninterrupted_run(tmp_path):
     workers: 3 epochs straight == killed (SIGKILL) in epoch 3, then ``--resume``; bit for bit."""
     hooks = Config.fromfile(osp.join(REPO, RTDETR_DEMO)).to_dict()['custom_hooks']
     killing = _config(tmp_path, RTDETR_DEMO, f"custom_hooks = {hooks + [dict(type='KillAtIterHook', iter=5)]!r}\n"
-                      "custom_imports = dict(imports=['mmeff', 'helpers.faults'], allow_failed_imports=False)", 'killing.py')
+                      "custom_imports = dict(imports=['mmeff', 'helpers.faults'], allow_failed_imports=False)",
+                      'killing.py')
     options = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8', 'randomness.seed=0',
                'randomness.deterministic=True', 'train_cfg.max_epochs=3', 'train_cfg.val_interval=1',
                'default_hooks.checkpoint.interval=1',  # 2 iterations an epoch, validation between epochs

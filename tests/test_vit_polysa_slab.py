@@ -251,8 +251,10 @@ def test_slab_vit_eval_uses_batchnorm_only_and_fuses():
 def test_slab_demo_trains_through_the_schedule_with_mmengine_runner(tmp_path):
     """The step counter follows the runner's iterations; validation (eval mode) runs RepBN only."""
     import os.path as osp
+
     from mmengine.config import Config
     from mmengine.runner import Runner
+
     from mmeff.models.layers.prepbn import PRepBN
     cfg = Config.fromfile(osp.join(osp.dirname(__file__), '..', 'configs', 'vit', 'slab', 'slab_tiny_p16_demo-64.py'))
     cfg.work_dir = str(tmp_path)

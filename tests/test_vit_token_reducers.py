@@ -4,7 +4,7 @@ import torch
 
 import mmeff.models  # noqa: F401  (registers the modules)
 from mmeff.models.backbones.vit_with_mixer import ViTWithMixer
-from mmeff.models.layers.token_reducers import EViTReorganize, ToMeMerge, TokenLearner, class_attention
+from mmeff.models.layers.token_reducers import EViTReorganize, TokenLearner, ToMeMerge, class_attention
 from mmeff.models.layers.vit_blocks import TokenState
 from mmeff.models.mixers.softmax_attention import SoftmaxAttention
 
@@ -148,6 +148,7 @@ def test_masked_attention_equals_attention_over_kept_tokens():
 
 def test_dynamicvit_ratio_loss_reaches_the_classifier_loss():
     from mmpretrain.structures import DataSample
+
     from mmeff.registry import CLS_MODELS
     model = CLS_MODELS.build(dict(
         type='AuxLossImageClassifier',

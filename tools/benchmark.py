@@ -22,8 +22,16 @@ import torch
 from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 
-from mmeff.benchmark import (METRICS, analyse, benchmark_config, check_backend, flat_row, format_table,
-                             load_accuracy, save_results)
+from mmeff.benchmark import (
+    METRICS,
+    analyse,
+    benchmark_config,
+    check_backend,
+    flat_row,
+    format_table,
+    load_accuracy,
+    save_results,
+)
 from mmeff.benchmark.end2end import detection_end2end, format_end2end, plot_end2end
 from mmeff.benchmark.sweep import expand_sweep
 

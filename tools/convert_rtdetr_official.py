@@ -1,10 +1,10 @@
 """Convert an official RT-DETR checkpoint (lyuwenyu/RT-DETR, v1 or v2) to an mmeff checkpoint.
 
     python tools/convert_rtdetr_official.py rtdetr_r50vd_6x_coco_from_paddle.pth rtdetr_r50_mmeff.pth \
-        [--config configs/rtdetr_r50.py]
+        [--config configs/rtdetr/rtdetr_r50vd_4xb4-72e_coco.py]
 
 The result loads with ``load_from = 'rtdetr_r50_mmeff.pth'`` in the matching config. Every key is
-mapped (see mmeff/models/detectors/rtdetr_official.py) or the tool stops and lists the unmapped
+mapped (see mmeff/converters/rtdetr_official.py) or the tool stops and lists the unmapped
 ones; with ``--config`` it also builds that config's model and checks that the converted keys and
 shapes are exactly the model's.
 """
@@ -15,8 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmeff.models.detectors.rtdetr_official import (UnmappedKeysError, compare_with_model,
-                                                    convert_checkpoint)
+from mmeff.converters.rtdetr_official import UnmappedKeysError, compare_with_model, convert_checkpoint
 from mmeff.registry import DET_MODELS
 
 

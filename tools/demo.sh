@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
 PY=${MMEFF_VENV:-$ROOT/.venv}/bin/python
-CONFIG=${1:-configs/demo/rtdetr_r18_demo.py}
+CONFIG=${1:-configs/rtdetr/rtdetr_r18vd_demo-256.py}
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR"

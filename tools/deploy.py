@@ -9,8 +9,10 @@
 import argparse
 import os.path as osp
 
-from mmeff.deploy import build_deploy_model, export_onnx
-from mmeff.deploy.compare import compare_latency
+import torch
+
+from mmeff.deploy import DeployedModel, build_deploy_model, export_for, export_onnx
+from mmeff.deploy.backends import TensorRT
 
 
 def parse_args():
@@ -42,15 +44,17 @@ def parse_args():
 def main():
     args = parse_args()
     if args.command == 'compare':
+        if args.threads:
+            torch.set_num_threads(args.threads)  # PyTorch's and ONNX Runtime's
         print(f'{"model":<24} {"input":<18} {"threads":>7} {"pytorch ms":>11} {"ort ms":>8} {"ort/pt":>7}')
         for model_cfg in args.model_cfgs:
             name = osp.splitext(osp.basename(model_cfg))[0]
-            r = compare_latency(args.deploy_cfg, model_cfg, osp.join(args.work_dir, f'{name}.onnx'),
-                                eval_idx=args.eval_idx, warmup=args.warmup, repeats=args.repeats,
-                                num_threads=args.threads)
-            print(f'{name:<24} {"x".join(map(str, r["input_shape"])):<18} {r["threads"]:>7} '
-                  f'{1e3 * r["pytorch"]["median"]:>11.1f} {1e3 * r["onnxruntime"]["median"]:>8.1f} '
-                  f'{r["ratio"]:>7.2f}')
+            deployed = DeployedModel(args.deploy_cfg, model_cfg, 'onnxruntime', args.work_dir, name,
+                                     eval_idx=args.eval_idx)
+            r = deployed.latency(1, args.warmup, args.repeats)
+            input_shape = (1, 3, *deployed.img_size)
+            print(f'{name:<24} {"x".join(map(str, input_shape)):<18} {r["threads"]:>7} '
+                  f'{1e3 * r["pytorch"]["median"]:>11.1f} {1e3 * r["median"]:>8.1f} {r["ratio"]:>7.2f}')
         return
     if args.command == 'export':
         model, deploy_cfg, _ = build_deploy_model(args.deploy_cfg, args.model_cfg, args.checkpoint,
@@ -58,14 +62,14 @@ def main():
         print(export_onnx(model, deploy_cfg, args.out))
         return
     import numpy as np
-    from mmeff.deploy.tensorrt import build_engine, require_tensorrt, tensorrt_latency
-    require_tensorrt()  # before building anything, so a CPU machine fails fast with the reason
+    TensorRT.require()  # before building anything, so a CPU machine fails fast with the reason
     model, deploy_cfg, _ = build_deploy_model(args.deploy_cfg, args.model_cfg, args.checkpoint,
                                               args.eval_idx, args.trust_checkpoint)
-    onnx_file = export_onnx(model, deploy_cfg, osp.splitext(args.out)[0] + '.onnx')
-    build_engine(onnx_file, deploy_cfg, args.out)
-    images = [np.load(path) for path in args.images] if args.images else None
-    stats = tensorrt_latency(args.out, images)
+    export_for('tensorrt', model, deploy_cfg, args.out, device='cuda:0')
+    width, height = deploy_cfg.onnx_config.input_shape
+    images = ([np.load(path) for path in args.images] if args.images else
+              [np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)])
+    stats = TensorRT(args.out).latency(images, warmup=20, repeats=200)
     print(f'{args.out}: median {1e3 * stats["median"]:.2f} ms, mean {1e3 * stats["mean"]:.2f} ms '
           f'over {stats["num_images"]} input(s)')
 

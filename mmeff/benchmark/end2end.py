@@ -30,8 +30,9 @@ from mmengine.runner import load_checkpoint
 from terminaltables import AsciiTable
 
 from mmeff.engine.checkpoint import checkpoint_loading
+from mmeff.utils.timing import describe_error, synchronize
+
 from .subject import Subject, load_config
-from .timing import describe_error, synchronize
 
 
 @contextmanager
@@ -175,7 +176,8 @@ def plot_end2end(results: Sequence[Dict], out_dir: str) -> List[str]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         posts = result['end2end']['post']
         for iou_thr in sorted({p['iou_thr'] for p in posts}):
-            points = sorted((p['score_thr'], p['nms_ms'], p['boxes_before_nms']) for p in posts if p['iou_thr'] == iou_thr)
+            points = sorted((p['score_thr'], p['nms_ms'],
+                             p['boxes_before_nms']) for p in posts if p['iou_thr'] == iou_thr)
             score_thrs, nms_ms, boxes = zip(*points)
             axes[0].plot(score_thrs, nms_ms, marker='o', label=f'IoU thr {iou_thr}')
             axes[1].plot(score_thrs, boxes, marker='o', label=f'IoU thr {iou_thr}')

@@ -18,12 +18,13 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 MIB = 2**20
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A size field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in KiB."""
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith(field + ':'):
@@ -31,7 +32,9 @@ def _status_kib(field: str) -> int:
     raise OSError(f'{field} is not in /proc/self/status')
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak resident set size (``VmHWM``) to the current one; False where the
+    kernel does not allow it."""
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
@@ -40,30 +43,52 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure_in_this_process(config: str, mode: str, img_size: Sequence[int], batch_size: int, device: str,
-                            cfg_options: Optional[dict] = None) -> Dict[str, object]:
-    """Peak memory of one call of the inference forward or the training step (see module doc)."""
-    import mmdet.models  # noqa: F401  (libraries loaded before the baseline are not the model's memory)
-    import mmpretrain.models  # noqa: F401
+def peak_memory(make_step: Callable[[], Callable[[], object]], device: str = 'cpu') -> Dict[str, object]:
+    """Peak memory of one call of the step ``make_step()`` returns (see module doc): the baseline
+    is taken before ``make_step`` builds the model, the peak after a warm-up call."""
     import torch
-
-    from .subject import Subject
     on_cuda = device.startswith('cuda')
-    baseline_kib = 0 if on_cuda else _status_kib('VmRSS')
-    subject = Subject(config, img_size, device, cfg_options)
-    step = subject.train_step_fn(batch_size) if mode == 'train' else subject.infer_fn(batch_size)
+    baseline_kib = 0 if on_cuda else status_kib('VmRSS')
+    step = make_step()
     step()  # warm-up: lazy initializations and the optimizer state are part of steady state
     if on_cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         torch.cuda.synchronize(device)
-        return dict(peak_mib=torch.cuda.max_memory_allocated(device) / MIB, method='max_memory_allocated',
-                    batch_size=batch_size)
-    reset = _reset_peak_rss()
+        return dict(peak_mib=torch.cuda.max_memory_allocated(device) / MIB, method='max_memory_allocated')
+    reset = reset_peak_rss()
     step()
-    return dict(peak_mib=(_status_kib('VmHWM') - baseline_kib) / 1024, method='peak RSS growth',
-                peak_reset=reset, batch_size=batch_size)
+    return dict(peak_mib=(status_kib('VmHWM') - baseline_kib) / 1024, method='peak RSS growth', peak_reset=reset)
+
+
+def measure_in_this_process(config: str, mode: str, img_size: Sequence[int], batch_size: int, device: str,
+                            cfg_options: Optional[dict] = None) -> Dict[str, object]:
+    """Peak memory of one call of the inference forward or the training step (see module doc)."""
+    import mmdet.models  # noqa: F401  (libraries loaded before the baseline are not the model's memory)
+    import mmpretrain.models  # noqa: F401
+
+    from .subject import Subject
+
+    def make_step():
+        subject = Subject(config, img_size, device, cfg_options)
+        return subject.train_step_fn(batch_size) if mode == 'train' else subject.infer_fn(batch_size)
+
+    return dict(peak_memory(make_step, device), batch_size=batch_size)
+
+
+def json_from_subprocess(cmd: Sequence[str], what: str, timeout: float = 1800) -> Dict[str, object]:
+    """The JSON printed on the last stdout line of ``cmd``, run with this process's torch thread
+    count; a failure raises ``RuntimeError`` naming ``what`` and the child's last error line."""
+    import torch
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))  # the parent's thread count
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1:] or [f'exit code {proc.returncode}']
+        if proc.returncode < 0:  # killed by a signal: the kernel's OOM killer sends SIGKILL
+            last = [f'killed by signal {-proc.returncode} (out of memory?)']
+        raise RuntimeError(f'{what} failed: {last[0]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure_in_subprocess(config: str, mode: str, img_size: Sequence[int], batch_size: int, device: str,
@@ -73,15 +98,7 @@ def measure_in_subprocess(config: str, mode: str, img_size: Sequence[int], batch
            str(batch_size), '--device', device, '--img-size', *map(str, img_size)]
     if cfg_options:
         cmd += ['--cfg-options', json.dumps(cfg_options)]
-    import torch
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))  # the parent's thread count
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1:] or [f'exit code {proc.returncode}']
-        if proc.returncode < 0:  # killed by a signal: the kernel's OOM killer sends SIGKILL
-            last = [f'killed by signal {-proc.returncode} (out of memory?)']
-        raise RuntimeError(f'{mode} memory measurement failed: {last[0]}')
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json_from_subprocess(cmd, f'{mode} memory measurement', timeout)
 
 
 def main():

@@ -13,11 +13,12 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from .deployed import DeployedSubject, default_deploy_cfg, require_backend
+from mmeff.utils.timing import describe_error, environment, is_out_of_memory, time_fn
+
+from .deployed import default_deploy_cfg, deployed_model, require_backend
 from .flops import count_ops
 from .memory import measure_in_subprocess
 from .subject import Subject, config_name
-from .timing import describe_error, environment, is_out_of_memory, time_fn
 
 METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory')
 BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
@@ -101,7 +102,7 @@ def benchmark_config(config: Union[str, Config],
 
     With ``backend`` 'onnxruntime' or 'tensorrt', latency and throughput are of the exported model
     (``deploy_cfg``, default: the task's config in configs/deploy/), each with the PyTorch eager
-    time of the same model beside it (:class:`~mmeff.benchmark.deployed.DeployedSubject`); params
+    time of the same model beside it (:class:`~mmeff.deploy.deployed.DeployedModel`); params
     and FLOPs are the PyTorch model's; training and memory (:data:`INFERENCE_ONLY`) are skipped.
 
     Returns a dict with ``name``, ``config``, ``protocol`` (environment, input size, backend, dtype),
@@ -139,7 +140,7 @@ def benchmark_config(config: Union[str, Config],
         if backend != 'pytorch':
             result['protocol']['deploy_cfg'] = deploy_cfg = deploy_cfg or default_deploy_cfg(subject.task, backend)
             # exported on first use: params and FLOPs alone need no export
-            deployed = functools.lru_cache(maxsize=None)(lambda: DeployedSubject(
+            deployed = functools.lru_cache(maxsize=None)(lambda: deployed_model(
                 subject.cfg, subject.task, backend, img_size, export_dir, deploy_cfg, device))
             measures.update(
                 latency=lambda: deployed().latency(1, warmup, repeats),

@@ -46,7 +46,7 @@ def build_model(cfg: Config, device: str = 'cpu') -> nn.Module:
     """Build ``cfg.model`` in the config's scope, randomly initialized (weights do not change
     speed), in eval mode on ``device``. ``cfg`` is left as it was, so that it builds again."""
     with DefaultScope.overwrite_default_scope(scope_of(cfg)):
-        # a copy: mmdet's DeformableDETR writes its own arguments into the bbox_head dict it is given
+        # a copy: mmdet's detectors write their train_cfg / test_cfg into the bbox_head dict they are given
         model = MODELS.build(copy.deepcopy(cfg.model))
     return model.to(device).eval()
 

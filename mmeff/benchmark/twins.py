@@ -1,9 +1,9 @@
-"""Throughput of mmeff models beside their timm twins (:mod:`mmeff.models.timm_twins`), same
+"""Throughput of mmeff models beside their timm twins (:mod:`mmeff.converters.twins`), same
 weights, same input, one process.
 
 Both run eval-mode eager PyTorch under ``no_grad`` with re-parameterizable blocks fused
 (mmeff: :func:`~mmeff.models.layers.reparam.switch_to_deploy`, timm: ``reparameterize_model``).
-Their calls alternate one by one (:func:`~mmeff.benchmark.timing.time_interleaved`) and the ratio
+Their calls alternate one by one (:func:`~mmeff.utils.timing.time_interleaved`) and the ratio
 is the median of the ratios of neighbouring calls, so that load from other processes, which comes
 and goes over seconds, does not favour whichever ran in a quiet moment.
 """
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from mmengine.registry import DefaultScope
 
+from mmeff.converters.twins import TimmTwin, build_like_timm, create_timm_model
 from mmeff.models.layers.reparam import switch_to_deploy
-from mmeff.models.timm_twins import TimmTwin, build_like_timm, create_timm_model
-from .timing import time_interleaved
+from mmeff.utils.timing import time_interleaved
 
 
 def fused_pair(twin: TimmTwin) -> Dict[str, torch.nn.Module]:

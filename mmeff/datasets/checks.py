@@ -194,7 +194,7 @@ def check_data_config(cfg: Config) -> None:
                 f'data root {data_root!r} of the {dataset.get("type")} in this config does not exist: put the '
                 'dataset there (e.g. COCO under data/coco, ImageNet under data/imagenet) or point the config at '
                 'it, e.g. --cfg-options train_dataloader.dataset.data_root=/path/to/data/ (and the val/test ones); '
-                'the configs under configs/demo/ use the bundled demo data.')
+                'the demo configs (configs/**/*_demo-<size>.py) use the bundled demo data.')
         dataset_cls = _dataset_class(dataset, cfg)
         ann_file = dataset.get('ann_file')
         classes = (dataset.get('metainfo') or {}).get('classes') or \

@@ -10,7 +10,6 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-
 from typing import Optional
 
 import cv2

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from mmeff.engine.checkpoint import checkpoint_loading
 from mmeff.models.layers.reparam import switch_to_deploy
+
 from .compat import rewritten_methods_restored, torchscript_onnx_export
 
 ConfigLike = Union[str, mmengine.Config]

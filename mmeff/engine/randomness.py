@@ -206,7 +206,8 @@ class RandomStateHook(Hook):
                       level=logging.WARNING)
         elif len(state['ranks']) != get_world_size():
             print_log(f'the checkpoint holds the random state of {len(state["ranks"])} processes, this run has '
-                      f'{get_world_size()}: random draws continue from the seed', logger='current', level=logging.WARNING)
+                      f'{get_world_size()}: random draws continue from the seed', logger='current',
+                      level=logging.WARNING)
         else:
             self._state, self._restore_pending = state, True
         seed = checkpoint.get('meta', {}).get('seed')

@@ -1,8 +1,1 @@
-from . import layers
-from . import mixers
-from . import backbones
-from . import necks
-from . import classifiers
-from . import losses
-from . import heads
-from . import detectors
+from . import backbones, classifiers, detectors, heads, layers, losses, mixers, necks

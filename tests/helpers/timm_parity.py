@@ -2,7 +2,7 @@
 import torch
 from mmengine.config import Config
 
-from mmeff.models.timm_twins import TimmTwin, build_like_timm, create_timm_model
+from mmeff.converters.twins import TimmTwin, build_like_timm, create_timm_model
 from mmeff.paths import config_path
 from mmeff.registry import CLS_MODELS
 

@@ -4,7 +4,7 @@
         [--configs 'vit/vit/vit_small*' ...] [--batch-sizes 1 32] [--warmup 3] [--repeats 20] [--control]
         [--threads N] [--out results.json results.csv] [--plot ratios.png]
 
-Every twin registered in mmeff.models.timm_twins (by default the smallest variant of each
+Every twin registered in mmeff.converters.twins (by default the smallest variant of each
 architecture): same random weights, same input, eager PyTorch, re-parameterizable blocks fused on
 both sides (mmeff.benchmark.twins), calls alternating. ``ratio`` = timm seconds / mmeff seconds, the median
 over neighbouring pairs of calls (above 1 = mmeff faster). ``--control`` adds a copy of the timm model to the
@@ -21,9 +21,9 @@ from mmengine.logging import MMLogger
 
 import mmeff.models  # noqa: F401  (registers the modules and their twins)
 from mmeff.benchmark.report import write_csv
-from mmeff.benchmark.timing import describe_error, environment
 from mmeff.benchmark.twins import twin_throughput
-from mmeff.models.timm_twins import TIMM_TWINS
+from mmeff.converters.twins import TIMM_TWINS
+from mmeff.utils.timing import describe_error, environment
 
 
 def parse_args():

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmeff.benchmark.timing import environment, time_interleaved
-from mmeff.deploy.runtime import create_session
+from mmeff.deploy.backends import create_session
+from mmeff.utils.timing import environment, time_interleaved
 
 # (name, input N C H W, output channels, kernel): GEMM as a 1x1 conv over a 2048-channel map, and
 # 3x3 convs of ResNet-18's stage 2 and of the encoder's fusion blocks at 640 px

@@ -4,8 +4,8 @@
         [--pattern '*_in1k-224.py'] [--out table.json]
 
 For each ``<dir>/*/<pattern>`` config: the classifier is built (random weights, eval mode), its
-trainable parameters counted, and the multiply-accumulates of one image of ``--img-size`` counted with
-:func:`mmeff.benchmark.flops.count_ops` (fvcore's convention of the efficient-ViT paper: one
+trainable parameters counted, and the multiply-accumulates of one image of ``--img-size`` counted
+with :func:`mmeff.benchmark.model_table.measure` (fvcore's convention of the efficient-ViT paper: one
 multiply-add = 1 MAC; FLOPs in the RT-DETR convention are 2x). Token-reducing models are counted
 for the random input given (their kept tokens may depend on it).
 
@@ -20,20 +20,13 @@ import argparse
 import glob
 import json
 import os.path as osp
-import re
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import torch
-from mmengine.registry import DefaultScope
 
-from mmeff.benchmark.flops import count_ops
-from mmeff.benchmark.subject import build_model, load_config, scope_of
-
-ROW = re.compile(r'^\| \[(?P<name>[^\]]+)\]\((?P<path>[^)]+)\) \| (?P<taxonomy>[^|]+?) \|')
-HEADER = '| config | taxonomy class | params (M) | GMACs ({size}) | params |'
-SEPARATOR = '|---|---|---|---|---|'
+from mmeff.benchmark.model_table import HEADER, SEPARATOR, format_row, measure, taxonomy_of, update_readme
 
 
 def parse_args():
@@ -41,7 +34,9 @@ def parse_args():
     parser.add_argument('config_dir', help='e.g. configs/vit or configs/hvit')
     parser.add_argument('--pattern', default='*_in1k-224.py', help='config file names under <dir>/*/')
     parser.add_argument('--img-size', type=int, default=224, help='side of the square input image')
-    parser.add_argument('--only', nargs='+', default=[], help='measure only configs whose path (relative to the directory) contains one of these, e.g. vit/vit_tiny')
+    parser.add_argument('--only', nargs='+', default=[],
+                        help='measure only configs whose path (relative to the directory) contains one of these, '
+                             'e.g. vit/vit_tiny')
     parser.add_argument('--update', action='store_true', help='rewrite the table rows of <dir>/README.md')
     parser.add_argument('--out', help='also write the measurements to this .json file')
     return parser.parse_args()
@@ -56,50 +51,6 @@ def find_configs(config_dir: str, pattern: str, only: List[str]) -> List[str]:
         raise SystemExit(f'no config matches {osp.join(config_dir, "*", pattern)}'
                          + (f' and --only {only}' if only else ''))
     return paths
-
-
-def measure(config_path: str, img_size: int) -> Dict[str, float]:
-    """Trainable parameters and MACs of one image of ``img_size`` x ``img_size``."""
-    cfg = load_config(config_path)
-    model = build_model(cfg)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    image = torch.randn(1, cfg.model.get('backbone', {}).get('in_channels', 3), img_size, img_size,
-                        generator=torch.Generator().manual_seed(0))
-    with DefaultScope.overwrite_default_scope(scope_of(cfg)):
-        macs = count_ops(lambda: model(image, mode='tensor'), model)['macs']
-    return dict(params=params, macs=macs)
-
-
-def format_row(name: str, path: str, taxonomy: str, params: int, macs: int) -> str:
-    return f'| [{name}]({path}) | {taxonomy} | {params / 1e6:.2f} | {macs / 1e9:.2f} | {params:,} |'
-
-
-def update_readme(readme: str, results: Dict[str, Dict[str, float]], img_size: int) -> Tuple[str, List[str]]:
-    """The README text with the measured rows rewritten and a five-column header; and the measured
-    configs that have no row."""
-    lines, listed = [], set()
-    for line in readme.splitlines():
-        stripped = line.strip()
-        match = ROW.match(stripped)
-        if match and match['path'] in results:
-            listed.add(match['path'])
-            r = results[match['path']]
-            line = format_row(match['name'], match['path'], match['taxonomy'], r['params'], r['macs'])
-        elif stripped.startswith('| config | taxonomy class |'):
-            line = HEADER.format(size=img_size)
-        elif re.fullmatch(r'\|(\s*:?-+:?\s*\|)+', stripped) and lines and lines[-1] == HEADER.format(size=img_size):
-            line = SEPARATOR
-        lines.append(line)
-    text = '\n'.join(lines) + ('\n' if readme.endswith('\n') else '')
-    return text, sorted(set(results) - listed)
-
-
-def taxonomy_of(readme: Optional[str], path: str) -> str:
-    for line in (readme or '').splitlines():
-        match = ROW.match(line.strip())
-        if match and match['path'] == path:
-            return match['taxonomy']
-    return '?'
 
 
 def main():

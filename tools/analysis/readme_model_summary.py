@@ -10,18 +10,9 @@ with a link to every variant's config, for pasting into README.md.
 """
 import argparse
 import os.path as osp
-import re
 from collections import defaultdict
 
-ROW = re.compile(r'^\| \[(?P<name>[^\]]+)\]\((?P<path>[^)]+)\) \| (?P<taxonomy>[^|]+?) \| (?P<params_m>[\d.]+) \| '
-                 r'(?P<gmacs>[\d.]+) \| [\d,]+ \|$')
-
-
-def variant_label(name: str, arch: str) -> str:
-    """'swin_tiny_p4_w7_in1k-224' -> 'tiny_p4_w7'; names that do not start with '<arch>_' stay whole
-    ('resnet18', 'wide_resnet50_2')."""
-    name = name.replace('_in1k-224', '').replace('_p16', '')
-    return name[len(arch) + 1:] if name.startswith(arch + '_') else name
+from mmeff.benchmark.model_table import MEASURED_ROW, variant_label
 
 
 def main():
@@ -33,7 +24,7 @@ def main():
     for config_dir in args.config_dirs:
         archs = defaultdict(list)
         with open(osp.join(config_dir, 'README.md')) as f:
-            for match in filter(None, (ROW.match(line.strip()) for line in f)):
+            for match in filter(None, (MEASURED_ROW.match(line.strip()) for line in f)):
                 archs[match['path'].split('/')[0]].append(match)
         for arch, rows in sorted(archs.items()):
             rows.sort(key=lambda m: float(m['params_m']))

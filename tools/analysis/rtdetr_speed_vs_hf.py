@@ -3,7 +3,7 @@
     python tools/analysis/rtdetr_speed_vs_hf.py [--depths 18 50] [--img-size 640] [--warmup 3]
         [--repeats 10] [--train-batch-size 2] [--threads N] [--no-memory]
 
-Same weights (HF's random weights mapped into mmeff, :mod:`mmeff.models.detectors.hf_rtdetr`),
+Same weights (HF's random weights mapped into mmeff, :mod:`mmeff.converters.hf_rtdetr`),
 same pre-normalized input, eager PyTorch:
 
 - inference latency, batch 1: mmeff ``predict`` (RepVGG fused with ``switch_to_deploy``, top-K
@@ -20,7 +20,6 @@ Times are medians of ``--repeats`` calls after ``--warmup`` calls; ratios are mm
 """
 import argparse
 import json
-import subprocess
 import sys
 from typing import Callable, Dict
 
@@ -29,12 +28,13 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmeff  # noqa: F401  (registers the modules)
-from mmeff.benchmark.memory import _reset_peak_rss, _status_kib
+from mmeff.benchmark.memory import json_from_subprocess, peak_memory
 from mmeff.benchmark.subject import det_data_samples
-from mmeff.benchmark.timing import environment, time_fn
-from mmeff.models.detectors.hf_rtdetr import hf_rtdetr_config, hf_to_mmeff_state_dict
+from mmeff.converters.hf_rtdetr import hf_rtdetr_config, hf_to_mmeff_state_dict
 from mmeff.models.layers.reparam import switch_to_deploy
+from mmeff.paths import config_path
 from mmeff.registry import DET_MODELS
+from mmeff.utils.timing import environment, time_fn
 
 IMPLS = ('mmeff', 'hf')
 
@@ -54,7 +54,7 @@ def parse_args():
 
 def build_mmeff(depth: int):
     init_default_scope('mmdet')
-    return DET_MODELS.build(Config.fromfile(f'configs/rtdetr_r{depth}.py').model)
+    return DET_MODELS.build(Config.fromfile(config_path(f'rtdetr_r{depth}.py')).model)
 
 
 def build_hf(depth: int):
@@ -116,14 +116,13 @@ def memory_child(impl: str, mode: str, depth: int, args) -> Dict[str, float]:
     """Peak RSS growth of one call (after a warm-up call), in this process."""
     if impl == 'hf':
         import transformers  # noqa: F401  (libraries are not the model's memory)
-    baseline_kib = _status_kib('VmRSS')
-    model = build_mmeff(depth) if impl == 'mmeff' else build_hf(depth)
-    step = (train_step_fn(impl, model, args.img_size, args.train_batch_size) if mode == 'train'
-            else inference_fn(impl, model, args.img_size))
-    step()
-    reset = _reset_peak_rss()
-    step()
-    return dict(peak_mib=(_status_kib('VmHWM') - baseline_kib) / 1024, peak_reset=reset)
+
+    def make_step():
+        model = build_mmeff(depth) if impl == 'mmeff' else build_hf(depth)
+        return (train_step_fn(impl, model, args.img_size, args.train_batch_size) if mode == 'train'
+                else inference_fn(impl, model, args.img_size))
+
+    return peak_memory(make_step)
 
 
 def memory_in_subprocess(impl: str, mode: str, depth: int, args) -> float:
@@ -131,10 +130,7 @@ def memory_in_subprocess(impl: str, mode: str, depth: int, args) -> float:
            '--img-size', str(args.img_size), '--train-batch-size', str(args.train_batch_size)]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f'{impl} {mode} memory run failed:\n{proc.stderr[-3000:]}')
-    return json.loads(proc.stdout.strip().splitlines()[-1])['peak_mib']
+    return json_from_subprocess(cmd, f'{impl} {mode} memory run')['peak_mib']
 
 
 def paired_models(depth: int) -> Dict[str, torch.nn.Module]:

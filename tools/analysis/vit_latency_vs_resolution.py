@@ -4,10 +4,11 @@ sub-quadratically in the number of tokens.
     python tools/analysis/vit_latency_vs_resolution.py [CONFIG ...] [--sizes 224 384 512]
         [--warmup 3] [--repeats 10] [--threads N] [--out-dir work_dirs/latency_vs_resolution]
 
-Default configs: the ViT-S size of every architecture in configs/vit (``*_small_p16_in1k-224.py``) and
-CaiT-S24. Each model is built for each size (``model.backbone.img_size``, so position embeddings and
-per-position weights have that grid), with random weights, in eval mode; the latency of one image is
-the median of ``--repeats`` calls after ``--warmup`` (``mmeff.benchmark.timing.time_fn``).
+Default configs: the ViT-S size of every architecture in the repository's configs/vit
+(``*_small_p16_in1k-224.py``) and CaiT-S24. Each model is built for each size
+(``model.backbone.img_size``, so position embeddings and per-position weights have that grid), with
+random weights, in eval mode; the latency of one image is the median of ``--repeats`` calls after
+``--warmup`` (``mmeff.utils.timing.time_fn``).
 
 Writes ``latency.csv`` (one row per model and size), ``latency.json`` (with the environment) and
 ``latency.png`` (latency vs. patch tokens, log-log, one line per model). The printed table gives the
@@ -29,15 +30,18 @@ from typing import Dict, List
 import torch
 
 from mmeff.benchmark.report import write_csv
-from mmeff.benchmark.subject import build_model, config_name, load_config
-from mmeff.benchmark.timing import describe_error, environment, time_fn
+from mmeff.benchmark.subject import Subject, config_name
+from mmeff.paths import CONFIGS_DIR
+from mmeff.utils.timing import describe_error, environment, time_fn
 
-DEFAULT_CONFIGS = ('configs/vit/*/*_small_p16_in1k-224.py', 'configs/vit/cait/cait_s24_p16_in1k-224.py')
+# under the repository's configs/, wherever the script is run from
+DEFAULT_CONFIGS = ('vit/*/*_small_p16_in1k-224.py', 'vit/cait/cait_s24_p16_in1k-224.py')
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='ViT-family batch-1 latency vs. input resolution')
-    parser.add_argument('configs', nargs='*', help=f'config files or globs (default: {" ".join(DEFAULT_CONFIGS)})')
+    parser.add_argument('configs', nargs='*',
+                        help=f'config files or globs (default, in configs/: {" ".join(DEFAULT_CONFIGS)})')
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 384, 512], help='square input sides')
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls before each timing')
     parser.add_argument('--repeats', type=int, default=10, help='timed calls of each timing')
@@ -58,12 +62,9 @@ def expand(patterns) -> List[str]:
 
 def measure(config: str, size: int, warmup: int, repeats: int) -> Dict:
     """Latency of one image of ``size`` x ``size`` through the classifier built for that size."""
-    cfg = load_config(config, {'model.backbone.img_size': size})
-    model = build_model(cfg)
-    patch = getattr(model.backbone, 'patch_size', 16)
-    image = torch.randn(1, 3, size, size)
-    with torch.no_grad():
-        timing = time_fn(lambda: model(image, mode='tensor'), warmup, repeats)
+    subject = Subject(config, (size, ), cfg_options={'model.backbone.img_size': size})
+    patch = getattr(subject.model.backbone, 'patch_size', 16)
+    timing = time_fn(subject.infer_fn(1), warmup, repeats)
     return dict(tokens=(size // patch)**2, median_ms=1e3 * timing['median'], q1_ms=1e3 * timing['q1'],
                 q3_ms=1e3 * timing['q3'])
 
@@ -106,7 +107,7 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = expand(args.configs or DEFAULT_CONFIGS)
+    configs = expand(args.configs or [osp.join(CONFIGS_DIR, pattern) for pattern in DEFAULT_CONFIGS])
     os.makedirs(args.out_dir, exist_ok=True)
     rows, total, start = [], len(configs) * len(args.sizes), time.perf_counter()
     for i, config in enumerate(configs):

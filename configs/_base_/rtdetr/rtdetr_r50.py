@@ -1,5 +1,5 @@
 # RT-DETR-R50 (https://arxiv.org/abs/2304.08069) on COCO with the paper's recipe: the base of every
-# RT-DETR config (configs/rtdetr_*.py change the sizes only).
+# RT-DETR config (configs/rtdetr/*_coco.py change the sizes only).
 _base_ = ['mmdet::_base_/default_runtime.py', './coco_detection.py', './schedule_72e.py']
 custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
 
@@ -16,7 +16,7 @@ model = dict(
     backbone=dict(type='PResNet', depth=50, out_indices=(1, 2, 3)),
     neck=dict(type='HybridEncoder', arch='r50'),
     decoder=dict(
-        num_layers=6, embed_dims=256,
+        type='RTDETRTransformerDecoder', num_layers=6, embed_dims=256,
         layer_cfg=dict(num_heads=8, feedforward_channels=1024, dropout=0.0, num_levels=3, num_points=4)),
     bbox_head=dict(
         type='RTDETRHead', num_classes=80, embed_dims=256, query_select='vfl',

@@ -4,4 +4,5 @@ _base_ = '../_base_/wttf_hier_in1k_224.py'
 model = dict(
     backbone=dict(type='EfficientViTMIT', arch='l2'),
     neck=None,
-    head=dict(type='EfficientViTClsHead', in_channels=512, widths=(3072, 3200), norm_eps=1e-7, act_cfg=dict(type='GELU', approximate='tanh')))
+    head=dict(type='EfficientViTClsHead', in_channels=512, widths=(3072, 3200), norm_eps=1e-7,
+              act_cfg=dict(type='GELU', approximate='tanh')))

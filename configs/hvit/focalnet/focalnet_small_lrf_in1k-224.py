@@ -1,3 +1,4 @@
 # FocalNet-S (large receptive field: 3 focal levels) on ImageNet-1k at 224 px (non-attention shuffling).
 _base_ = '../_base_/wttf_hier_in1k_224.py'
-model = dict(backbone=dict(type='FocalNet', arch='small', focal_level=3, drop_path_rate=0.3), head=dict(in_channels=768))
+model = dict(backbone=dict(type='FocalNet', arch='small', focal_level=3, drop_path_rate=0.3),
+             head=dict(in_channels=768))

@@ -4,7 +4,8 @@ custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
 
 model = dict(
     type='AuxLossImageClassifier',
-    backbone=dict(type='LeanXCiT', img_size=64, patch_size=16, embed_dims=128, depth=12, num_heads=4, tokens_norm=False),
+    backbone=dict(type='LeanXCiT', img_size=64, patch_size=16, embed_dims=128, depth=12, num_heads=4,
+                  tokens_norm=False),
     neck=None,
     head=dict(
         type='LinearClsHead',

@@ -1,6 +1,7 @@
 # Which Transformer to Favor (arXiv 2308.09372): the shared ImageNet-1k fine-tuning recipe at 224 px,
 # DeiT-III style (arXiv 2204.07118): 3-Augment, LAMB, cosine schedule with warm-up, label smoothing,
-# Mixup/CutMix. A variant config picks a size (`size_*.py`) and overrides the part it changes.
+# Mixup/CutMix. A variant config bases on a size (`wttf_{tiny,small,base}_in1k_224.py`) and overrides the part it
+# changes.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
 

@@ -1,3 +1,4 @@
 # AFNO, 8 blocks, ViT-Tiny/16 on ImageNet-1k at 224 px (fourier).
 _base_ = '../_base_/wttf_tiny_in1k_224.py'
-model = dict(backbone=dict(with_cls_token=False, out_type='avg', mixer=dict(type='AdaptiveFourierMixing', num_blocks=8)))
+model = dict(backbone=dict(with_cls_token=False, out_type='avg', mixer=dict(type='AdaptiveFourierMixing',
+                                                                            num_blocks=8)))

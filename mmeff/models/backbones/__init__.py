@@ -1,21 +1,22 @@
-from . import vit_with_mixer
-from . import hgnetv2
-from . import presnet
-from . import cait
-from . import mmpretrain_lean
-from . import swin_v2
-from . import mmpretrain_twins
-from . import hivit
-from . import stvit_swin
-from . import cvt
-from . import wavevit
-from . import rest
-from . import halonet
-from . import efficientformer_v2
-from . import fastvit
-from . import swiftformer
-from . import efficientmod
-from . import nextvit
-from . import focalnet
-from . import efficientvit_mit
-from . import coat
+from . import (
+    cait,
+    coat,
+    cvt,
+    efficientformer_v2,
+    efficientmod,
+    efficientvit_mit,
+    fastvit,
+    focalnet,
+    halonet,
+    hgnetv2,
+    hivit,
+    mmpretrain_lean,
+    nextvit,
+    presnet,
+    rest,
+    stvit_swin,
+    swiftformer,
+    swin_v2,
+    vit_with_mixer,
+    wavevit,
+)

@@ -15,7 +15,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mmeff.registry import register_backbone
-from ..timm_twins import register_timm_twin
+
 from ..layers.vit_blocks import Mlp, TokenState, ViTBlock
 from .vit_with_mixer import VIT_ARCHS, ViTWithMixer, resolve_arch
 
@@ -109,23 +109,3 @@ class CaiT(ViTWithMixer):
         for block in self.class_blocks:
             cls = block(tokens, cls)
         return (self.norm(torch.cat([cls, tokens], dim=1))[:, 0], )
-
-
-def timm_cait_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Rename a timm ``Cait`` state dict for an ``ImageClassifier`` with a ``CaiT`` backbone."""
-    renames = (('patch_embed.proj.', 'patch_embed.projection.'), ('blocks_token_only.', 'class_blocks.'),
-               ('cls_token', 'class_token'), ('.attn.', '.mixer.'), ('.gamma_1', '.ls1.weight'),
-               ('.gamma_2', '.ls2.weight'))
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            converted['head.fc.' + key[len('head.'):]] = value
-            continue
-        for old, new in renames:
-            key = key.replace(old, new)
-        converted['backbone.' + key] = value
-    return converted
-
-
-register_timm_twin('cait', 'vit/cait/cait_xxs24_p16_in1k-224.py', 'cait_xxs24_224', timm_cait_to_mmeff)
-register_timm_twin('cait', 'vit/cait/cait_s24_p16_in1k-224.py', 'cait_s24_224', timm_cait_to_mmeff)

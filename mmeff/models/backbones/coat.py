@@ -13,9 +13,8 @@ The classifier aggregates the class tokens of scales 2-4 with a 1x1 conv.
 Module names follow the authors' release / timm's ``coat_*``; the per-scale modules are lists here
 (``serial_blocks.0`` for ``serial_blocks1``) and mmcv's ``PatchEmbed`` says ``projection``.
 """
-import re
 from types import MappingProxyType
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +24,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.vit_blocks import Mlp
-from ..timm_twins import register_timm_twin
 from .base import PyramidBackbone
 
 BLOCK_NORM_EPS = 1e-6
@@ -244,34 +243,3 @@ class CoaT(PyramidBackbone):
         if self.aggregate is None:
             return (tokens[0], )
         return (self.aggregate(torch.stack(tokens, dim=1)).squeeze(1), )  # B, C
-
-
-def timm_coat_to_mmeff(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    """Map a timm ``CoaT`` state dict onto an ``ImageClassifier`` with a ``CoaT`` backbone
-    (``out_type='cls_token'``) and a ``LinearClsHead``."""
-    parallel = 'aggregate.weight' in state_dict
-    rules = [
-        (r'^patch_embed(\d)\.proj\.', lambda m: f'patch_embeds.{int(m[1]) - 1}.projection.'),
-        (r'^patch_embed(\d)\.norm\.', lambda m: f'patch_embeds.{int(m[1]) - 1}.norm.'),
-        (r'^cls_token(\d)$', lambda m: f'cls_tokens.{int(m[1]) - 1}'),
-        (r'^(cpe|crpe)(\d)\.', lambda m: f'{m[1]}s.{int(m[2]) - 1}.'),
-        (r'^serial_blocks(\d)\.', lambda m: f'serial_blocks.{int(m[1]) - 1}.'),
-        (r'\.norm1(\d)\.', lambda m: f'.norms1.{int(m[1]) - 2}.'),
-        (r'\.norm2(\d)\.', lambda m: f'.norms2.{int(m[1]) - 2}.'),
-        (r'\.factoratt_crpe(\d)\.', lambda m: f'.attns.{int(m[1]) - 2}.'),
-        (r'\.mlp\d\.', lambda m: '.mlp.'),  # one MLP shared by the scales
-        (r'^norm(\d)\.', lambda m: f'norms.{int(m[1]) - 2 if parallel else 0}.'),
-    ]
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            converted['head.fc.' + key[len('head.'):]] = value
-            continue
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        converted['backbone.' + key] = value
-    return converted
-
-
-for _arch in ('tiny', 'mini', 'small', 'lite_tiny', 'lite_mini', 'lite_small'):  # smallest first
-    register_timm_twin('coat', f'hvit/coat/coat_{_arch}_in1k-224.py', f'coat_{_arch}', timm_coat_to_mmeff)

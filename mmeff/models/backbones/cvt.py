@@ -11,8 +11,7 @@ CvT brings two convolutions into a three-stage transformer hierarchy:
 The class token joins only in the last stage; it skips the convolutions and is the classifier's input.
 The stage outputs are the strides 4, 8 and 16 maps (CvT has three stages, hence no stride 32).
 """
-import re
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.vit_blocks import HW, Mlp, TokenState, ViTBlock
 from .base import PyramidBackbone
 
@@ -207,40 +207,3 @@ class CvT(PyramidBackbone):
         if self.returns_vector(i):
             return self.norm(cls[:, 0])  # B, C
         return fmap  # B, C, H, W
-
-
-# HF transformers' CvtForImageClassification names -> this module's (of an mmpretrain ImageClassifier).
-_HF_TO_MMEFF = (
-    (r'^cvt\.encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.projection\.',
-     r'backbone.stages.\1.embed.conv.'),
-    (r'^cvt\.encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.normalization\.',
-     r'backbone.stages.\1.embed.norm.'),
-    (r'^cvt\.encoder\.stages\.(\d+)\.cls_token$', r'backbone.stages.\1.cls_token'),
-    (r'^cvt\.encoder\.stages\.(\d+)\.layers\.', r'backbone.stages.\1.blocks.'),
-    (r'\.attention\.attention\.convolution_projection_(query|key|value)\.convolution_projection\.convolution\.',
-     r'.mixer.conv_\1.conv.'),
-    (r'\.attention\.attention\.convolution_projection_(query|key|value)\.convolution_projection\.normalization\.',
-     r'.mixer.conv_\1.bn.'),
-    (r'\.attention\.attention\.projection_(query|key|value)\.', r'.mixer.\1.'),
-    (r'\.mixer\.(conv_)?query\.', r'.mixer.\1q.'),
-    (r'\.mixer\.(conv_)?key\.', r'.mixer.\1k.'),
-    (r'\.mixer\.(conv_)?value\.', r'.mixer.\1v.'),
-    (r'\.attention\.output\.dense\.', r'.mixer.proj.'),
-    (r'\.intermediate\.dense\.', r'.mlp.fc1.'),
-    (r'\.output\.dense\.', r'.mlp.fc2.'),
-    (r'\.layernorm_before\.', r'.norm1.'),
-    (r'\.layernorm_after\.', r'.norm2.'),
-    (r'^layernorm\.', r'backbone.norm.'),
-    (r'^classifier\.', r'head.fc.'),
-)
-
-
-def hf_cvt_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Map a HF ``CvtForImageClassification`` state dict onto an mmeff CvT classifier's
-    (``backbone=dict(type='CvT', out_type='cls_token')``, ``LinearClsHead``); no tensor changes."""
-    converted = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in _HF_TO_MMEFF:
-            key = re.sub(pattern, replacement, key)
-        converted[key] = value
-    return converted

@@ -15,7 +15,7 @@ table is resized bicubically to the key grid, as when fine-tuning at a new resol
 multiples of 32 (the stride of the last stage).
 """
 import math
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -25,8 +25,8 @@ from mmcv.cnn.bricks import DropPath
 from mmpretrain.models.utils import LayerScale
 
 from mmeff.registry import register_backbone
+
 from ..layers.pyramid import check_divisible
-from ..timm_twins import register_timm_twin
 from .base import PyramidBackbone, PyramidStage
 
 BN = dict(type='BN')
@@ -281,40 +281,3 @@ class EfficientFormerV2(PyramidBackbone):
 
     def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x) if i == self.num_stages - 1 else x  # B, C_i, H/2^(i+2), W/2^(i+2)
-
-
-def timm_distilled_head_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """The ``head.fc`` of a ``LinearClsHead`` equal to timm's ``head`` (+ ``head_dist``) classifier.
-
-    timm's distilled models (DeiT-style, with a distillation head) predict ``(head(x) + head_dist(x)) / 2``
-    at inference: one linear map, so the two heads average into one.
-    """
-    converted = {}
-    for name in ('weight', 'bias'):
-        value = state_dict['head.' + name]
-        if 'head_dist.' + name in state_dict:
-            value = (value + state_dict['head_dist.' + name]) / 2
-        converted['head.fc.' + name] = value
-    return converted
-
-
-def timm_efficientformerv2_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Rename a timm ``EfficientFormerV2`` state dict for an ``ImageClassifier`` (GAP neck, linear head);
-    the distillation head (timm's default, and its published weights) is folded into the head."""
-    converted = timm_distilled_head_to_mmeff(state_dict)
-    for key, value in state_dict.items():
-        if key.startswith(('head.', 'head_dist.')):
-            continue
-        key = key.replace('.ls1.gamma', '.ls1.weight').replace('.ls2.gamma', '.ls2.weight')
-        converted['backbone.' + key] = value
-    return converted
-
-
-register_timm_twin('efficientformerv2', 'hvit/efficientformerv2/efficientformerv2_s0_in1k-224.py',
-                   'efficientformerv2_s0', timm_efficientformerv2_to_mmeff)
-register_timm_twin('efficientformerv2', 'hvit/efficientformerv2/efficientformerv2_s1_in1k-224.py',
-                   'efficientformerv2_s1', timm_efficientformerv2_to_mmeff)
-register_timm_twin('efficientformerv2', 'hvit/efficientformerv2/efficientformerv2_s2_in1k-224.py',
-                   'efficientformerv2_s2', timm_efficientformerv2_to_mmeff)
-register_timm_twin('efficientformerv2', 'hvit/efficientformerv2/efficientformerv2_l_in1k-224.py',
-                   'efficientformerv2_l', timm_efficientformerv2_to_mmeff)

@@ -21,6 +21,7 @@ from mmcv.cnn.bricks import DropPath
 from mmpretrain.models.utils import LayerScale
 
 from mmeff.registry import register_backbone
+
 from ..layers.vit_blocks import HW, Mlp, TokenState, ViTBlock
 from .base import PyramidBackbone
 

@@ -12,7 +12,7 @@ the L-series fused MBConvs early, GELU, BN eps 1e-7 (authors' release, ICCV'23 v
 
 Not to be confused with Microsoft's EfficientViT (Liu et al., CVPR 2023, cascaded group attention).
 Module names follow the authors' release (timm's ``efficientvit_*``): every conv-norm-act is mmcv's
-``ConvModule`` (``bn`` where they say ``norm``; the converter renames). The classifier's conv +
+``ConvModule`` (``bn`` where they say ``norm``; ``mmeff.converters.timm`` renames). The classifier's conv +
 MLP head is :class:`EfficientViTClsHead`.
 """
 from types import MappingProxyType
@@ -26,9 +26,10 @@ from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
 from mmeff.registry import CLS_MODELS, register_backbone
+
 from ..layers.pyramid import drop_path_rates
-from ..timm_twins import register_timm_twin
 from .base import PyramidBackbone, PyramidStage
+
 # What the two series differ in besides their sizes.
 SERIES = MappingProxyType({
     'b': MappingProxyType(dict(act_cfg=dict(type='HSwish'), norm_eps=1e-5)),
@@ -264,27 +265,3 @@ class EfficientViTClsHead(ClsHead):
 
     def forward(self, feats: Tuple[Tensor]) -> Tensor:
         return self.fc(self.dropout(self.pre_logits(feats)))
-
-
-def timm_efficientvit_mit_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:
-    """Map a timm ``EfficientVit``/``EfficientVitLarge`` state dict onto an ``ImageClassifier`` with an
-    ``EfficientViTMIT`` backbone and an ``EfficientViTClsHead``."""
-    head = {'head.classifier.0.': 'head.hidden.', 'head.classifier.1.': 'head.norm.', 'head.classifier.4.': 'head.fc.',
-            'head.in_conv.norm.': 'head.in_conv.bn.'}
-    converted = {}
-    for key, value in state_dict.items():
-        for old, new in head.items():
-            if key.startswith(old):
-                converted[new + key[len(old):]] = value
-                break
-        else:
-            if key.startswith('head.'):
-                converted[key] = value
-            else:  # every backbone norm is the BN of a conv-norm-act
-                converted['backbone.' + key.replace('.norm.', '.bn.')] = value
-    return converted
-
-
-for _arch in EfficientViTMIT.arch_zoo:  # smallest first
-    register_timm_twin('efficientvit', f'hvit/efficientvit/efficientvit_{_arch}_in1k-224.py',
-                       f'efficientvit_{_arch}', timm_efficientvit_mit_to_mmeff)

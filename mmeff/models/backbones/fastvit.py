@@ -16,7 +16,7 @@ scales channels (dim 1), so the attention stage takes NCHW maps as the conv stag
 train-time (unfused) layout is timm's, so timm's weights load as they are. Inputs are multiples of 32,
 so that the four maps have exact strides 4-32 (the attention is global and takes any grid).
 """
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,9 +26,9 @@ from mmcv.cnn.bricks import DropPath
 from mmpretrain.models.utils import LayerScale, SELayer
 
 from mmeff.registry import register_backbone
+
 from ..layers.fuse import bn_kernel, conv_bn_kernel, fused_conv, identity_kernel, merge_branches
 from ..layers.reparam import Reparameterizable
-from ..timm_twins import register_timm_twin
 from .base import PyramidBackbone
 
 BN = dict(type='BN')
@@ -342,23 +342,3 @@ class FastViT(PyramidBackbone):
         if i == self.num_stages - 1 and self.final_conv is not None:
             return self.final_conv(x)
         return x  # B, C_i, H/2^(i+2), W/2^(i+2)
-
-
-def timm_fastvit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Rename a timm ``FastVit`` (train-time form) state dict for an ``ImageClassifier``: LayerScale
-    ``gamma`` [C, 1, 1] -> ``weight`` [C], squeeze-excitation ``fc1/fc2`` -> ``conv1.conv/conv2.conv``."""
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.fc.'):
-            converted[key] = value
-            continue
-        if key.endswith('.gamma'):
-            key, value = key[:-len('gamma')] + 'weight', value.flatten()
-        key = key.replace('.se.fc1.', '.se.conv1.conv.').replace('.se.fc2.', '.se.conv2.conv.')
-        converted['backbone.' + key] = value
-    return converted
-
-
-for _variant in ('t8', 't12', 's12', 'sa12', 'sa24', 'sa36', 'ma36'):
-    register_timm_twin('fastvit', f'hvit/fastvit/fastvit_{_variant}_in1k-224.py', f'fastvit_{_variant}',
-                       timm_fastvit_to_mmeff)

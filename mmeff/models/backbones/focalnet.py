@@ -12,18 +12,18 @@ attention matrix, no windows. The paper's variants are T/S/B with small (2 level
 Tokens stay channels-last (B, H, W, C) for the LayerNorms and the projections (``MapLinear``: linear
 layers computed as 1x1 convolutions); the focal levels run on channels-first views of that memory.
 Keys mirror the authors' release / timm's ``focalnet_*`` (timm keeps every linear layer as a 1x1 conv
-weight: the converter reshapes).
+weight: ``mmeff.converters.timm`` reshapes).
 """
 from typing import List, Mapping, Optional, Sequence, Union
 
-from mmcv.cnn.bricks import DropPath
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
+from torch import Tensor, nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.vit_blocks import Mlp
-from ..timm_twins import register_timm_twin
 from .base import PyramidBackbone
 
 
@@ -178,25 +178,3 @@ class FocalNet(PyramidBackbone):
     def forward_out(self, i: int, x: Tensor) -> Tensor:
         out = self.norm(x) if i == self.num_stages - 1 else x
         return out.permute(0, 3, 1, 2).contiguous()  # B, C, H, W
-
-
-def timm_focalnet_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:
-    """Map a timm ``FocalNet`` state dict onto an ``ImageClassifier`` with a ``FocalNet`` backbone:
-    timm's 1x1 convs are our linear layers (drop the trailing 1x1 of their weights)."""
-    linear = ('.modulation.f.weight', '.modulation.h.weight', '.modulation.proj.weight', '.mlp.fc1.weight',
-              '.mlp.fc2.weight')
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            converted[key] = value
-            continue
-        if key.endswith(linear):
-            value = value.flatten(1)
-        converted['backbone.' + key] = value
-    return converted
-
-
-for _size in ('tiny', 'small', 'base'):  # smallest first
-    for _field in ('srf', 'lrf'):
-        register_timm_twin('focalnet', f'hvit/focalnet/focalnet_{_size}_{_field}_in1k-224.py',
-                           f'focalnet_{_size}_{_field}', timm_focalnet_to_mmeff)

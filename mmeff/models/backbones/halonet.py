@@ -28,6 +28,7 @@ from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from torch import nn
 
 from mmeff.registry import register_backbone
+
 from .base import PyramidBackbone
 
 

@@ -6,7 +6,7 @@ HGNetv2 is PP-HGNetV2 from PaddleClas / PaddleDetection.
 Module names mirror the official checkpoints (``stem.stem1``, ``stages.{i}.downsample``,
 ``stages.{i}.blocks.{j}.layers.{k}``, ``aggregation_squeeze_conv``); the only difference is that
 the official 2x2 stem convs wrap their conv in a padding ``Sequential`` (``stem2a.conv.1``) where
-here the padding is in ``forward``: see :func:`official_key_to_mmeff`.
+here the padding is in ``forward``: see :mod:`mmeff.converters.rtdetr_official`.
 """
 from collections import OrderedDict
 from typing import Optional, Sequence
@@ -19,6 +19,7 @@ from mmdet.utils import ConfigType
 from torch import Tensor
 
 from mmeff.registry import register_backbone
+
 from .base import PyramidBackbone
 
 
@@ -156,8 +157,3 @@ class HGNetv2(PyramidBackbone):
         self.stages = nn.ModuleList([_HGStage(*stage, norm_cfg=norm_cfg) for stage in stages])
         self.set_stage_features([stage[2] for stage in stages], (4, 8, 16, 32))
         self.freeze(freeze_at, freeze_norm)
-
-
-def official_key_to_mmeff(key: str) -> str:
-    """Map an official HGNetv2 key (without the ``backbone.`` prefix) to this module's name."""
-    return key.replace('.conv.1.', '.conv.')

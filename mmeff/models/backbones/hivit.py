@@ -22,6 +22,7 @@ from mmpretrain.models.backbones.hivit import BlockWithRPE, PatchEmbed, PatchMer
 from mmpretrain.models.utils import build_norm_layer, resize_pos_embed, to_2tuple
 
 from mmeff.registry import register_backbone
+
 from ..layers.pyramid import drop_path_rates
 from .base import PyramidBackbone
 

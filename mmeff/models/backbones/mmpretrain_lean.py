@@ -2,14 +2,13 @@
 
 mmeff builds these models from MMPretrain as they are (same arguments, weights, state dicts and outputs),
 but three pieces of MMPretrain/mmcv code cost time on every forward without changing the function, so that
-on a CPU the models trailed their timm twins (docs/results/timm_twins):
+on a CPU the models trailed their timm twins (measurements: docs/results/timm_twins.md):
 
 - ``ShiftWindowMSA`` rebuilds the shifted-window mask (a Python loop over 9 regions) in every block on every
-  call: ~1 ms for a 56x56 map here, ~2 % of Swin-T at batch 1;
-- mmcv's ``FFN.forward`` is wrapped in a deprecated-argument shim that inspects its signature on every call:
-  ~0.15 ms a call here, ~3 % of MLP-Mixer-S16 and ~5 % of XCiT-Nano at batch 1;
+  call;
+- mmcv's ``FFN.forward`` is wrapped in a deprecated-argument shim that inspects its signature on every call;
 - ``PatchMerging`` (mmcv's in Swin, MMPretrain's in Swin V2) gathers the 2x2 cells with ``nn.Unfold`` into a
-  channel-major order: im2col plus transposes, 1.5x timm's time for a batch of 32 at 56x56.
+  channel-major order: im2col plus transposes.
 
 :func:`make_lean` removes them from a built model: the mask of the last map size is kept, the FFN runs its own
 forward, and the merging gathers cells in timm's cheap order with its weights permuted to match (outputs equal
@@ -28,8 +27,19 @@ from mmpretrain.models.utils import PatchMerging, ShiftWindowMSA
 from torch import nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.pyramid import check_out_indices, resolve_arch
-from .mmpretrain_twins import unfold_merge_order
+
+
+def unfold_merge_order(channels: int) -> torch.Tensor:
+    """Index that reorders timm's 2x2 patch-merging channels into MMPretrain's.
+
+    Both concatenate the 4 pixels of each 2x2 cell, but timm stacks them pixel-major
+    (index = (2 * col + row) * C + c) while MMPretrain's ``nn.Unfold`` is channel-major
+    (index = 4 * c + 2 * row + col). ``merged_mm = merged_timm[..., order]``.
+    """
+    c, row, col = torch.meshgrid(torch.arange(channels), torch.arange(2), torch.arange(2), indexing='ij')
+    return ((2 * col + row) * channels + c).flatten()
 
 
 class CachedMaskShiftWindowMSA(ShiftWindowMSA):

@@ -10,7 +10,7 @@ concatenated with an MHCA branch for the local part). Normalization is BatchNorm
 the BN in front of every linear layer folds into it for inference (``switch_to_deploy``, Sec. 3.4).
 
 Module names follow the authors' release (and timm's ``nextvit_*``) so that weights map 1:1; the
-stem is mmcv's ``ConvModule`` (``bn`` where they say ``norm``, renamed in the converter).
+stem is mmcv's ``ConvModule`` (``bn`` where they say ``norm``, renamed by ``mmeff.converters.timm``).
 """
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -21,9 +21,9 @@ from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.fuse import bn_affine, fold_affine_into
 from ..layers.reparam import Reparameterizable
-from ..timm_twins import register_timm_twin
 from .base import PyramidBackbone, PyramidStage
 
 
@@ -269,21 +269,3 @@ class NextViT(PyramidBackbone, Reparameterizable):
 
     def forward_out(self, i: int, x: Tensor) -> Tensor:
         return self.norm(x) if i == self.num_stages - 1 else x
-
-
-def timm_nextvit_to_mmeff(state_dict: Mapping[str, Tensor]) -> dict:
-    """Rename a timm ``NextViT`` state dict for an ``ImageClassifier`` with a ``NextViT`` backbone."""
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            converted[key] = value
-            continue
-        if key.startswith('stem.'):
-            key = key.replace('.norm.', '.bn.')
-        converted['backbone.' + key] = value
-    return converted
-
-
-register_timm_twin('nextvit', 'hvit/nextvit/nextvit_small_in1k-224.py', 'nextvit_small', timm_nextvit_to_mmeff)
-register_timm_twin('nextvit', 'hvit/nextvit/nextvit_base_in1k-224.py', 'nextvit_base', timm_nextvit_to_mmeff)
-register_timm_twin('nextvit', 'hvit/nextvit/nextvit_large_in1k-224.py', 'nextvit_large', timm_nextvit_to_mmeff)

@@ -5,7 +5,7 @@ He et al., CVPR 2019, https://arxiv.org/abs/1812.01187.
 
 Module names mirror the official checkpoints (``conv1.conv1_1``, ``res_layers.{i}.blocks.{j}``,
 ``branch2a``, ``short``), except that mmcv's ``ConvModule`` names its norm ``bn`` where the
-official code says ``norm``: see :func:`official_key_to_mmeff`.
+official code says ``norm``: see :mod:`mmeff.converters.rtdetr_official`.
 """
 from collections import OrderedDict
 from typing import Optional, Sequence
@@ -16,6 +16,7 @@ from mmdet.utils import ConfigType
 from torch import Tensor
 
 from mmeff.registry import register_backbone
+
 from .base import PyramidBackbone
 
 
@@ -169,8 +170,3 @@ class PResNet(PyramidBackbone):
 
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.conv1(x))
-
-
-def official_key_to_mmeff(key: str) -> str:
-    """Map an official PResNet key (without the ``backbone.`` prefix) to this module's name."""
-    return key.replace('.norm.', '.bn.')

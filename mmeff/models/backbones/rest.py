@@ -20,6 +20,7 @@ from mmcv.cnn.bricks import DropPath
 from torch import nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.vit_blocks import HW, Mlp
 from .base import PyramidBackbone
 

@@ -29,6 +29,7 @@ from mmpretrain.models.backbones.swin_transformer import SwinBlock
 from mmpretrain.models.utils import CrossMultiheadAttention, LayerScale
 
 from mmeff.registry import register_backbone
+
 from ..layers.pyramid import stage_drop_path_rates
 from ..layers.vit_blocks import Mlp
 from .mmpretrain_lean import LeanSwinTransformer, make_lean

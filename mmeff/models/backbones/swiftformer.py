@@ -12,7 +12,7 @@ BN, point-wise MLP) whose last block is a SwiftFormer encoder (local conv repres
 attention, MLP), so attention runs at every scale. Being linear, it takes any input size; the pyramid
 needs multiples of 32.
 """
-from typing import Mapping, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -22,9 +22,8 @@ from mmcv.cnn.bricks import DropPath
 from mmpretrain.models.utils import LayerScale
 
 from mmeff.registry import register_backbone
-from ..timm_twins import register_timm_twin
+
 from .base import PyramidBackbone, PyramidStage
-from .efficientformer_v2 import timm_distilled_head_to_mmeff
 
 
 def conv_bn(in_channels: int, out_channels: int, act: bool = False) -> ConvModule:
@@ -152,27 +151,3 @@ class SwiftFormer(PyramidBackbone):
 
     def forward_out(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x) if i == self.num_stages - 1 else x  # B, C_i, H/2^(i+2), W/2^(i+2)
-
-
-def timm_swiftformer_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Rename a timm ``SwiftFormer`` state dict for an ``ImageClassifier`` (GAP neck, linear head): conv-BN
-    pairs into ``ConvModule`` names, LayerScale ``gamma`` [C, 1, 1] -> ``weight`` [C]; the distillation
-    head is folded into the head."""
-    stem = {'stem.0.': 'stem.0.conv.', 'stem.1.': 'stem.0.bn.', 'stem.3.': 'stem.1.conv.', 'stem.4.': 'stem.1.bn.'}
-    converted = timm_distilled_head_to_mmeff(state_dict)
-    for key, value in state_dict.items():
-        if key.startswith(('head.', 'head_dist.')):
-            continue
-        for old, new in stem.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        key = key.replace('.downsample.proj.', '.downsample.conv.').replace('.downsample.norm.', '.downsample.bn.')
-        if key.endswith('.gamma'):
-            key, value = key[:-len('gamma')] + 'weight', value.flatten()
-        converted['backbone.' + key] = value
-    return converted
-
-
-for _variant in ('xs', 's', 'l1', 'l3'):
-    register_timm_twin('swiftformer', f'hvit/swiftformer/swiftformer_{_variant}_in1k-224.py', f'swiftformer_{_variant}',
-                       timm_swiftformer_to_mmeff)

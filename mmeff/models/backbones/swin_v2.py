@@ -12,6 +12,7 @@ from mmpretrain.models.backbones import SwinTransformerV2
 from mmpretrain.models.utils import WindowMSAV2
 
 from mmeff.registry import register_backbone
+
 from .mmpretrain_lean import LeanSwinOnInit
 
 RECOMPUTED_TABLES = ('relative_coords_table', 'relative_position_index')

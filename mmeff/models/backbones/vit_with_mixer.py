@@ -18,10 +18,17 @@ from mmpretrain.models.utils import resize_pos_embed
 from torch import nn
 
 from mmeff.registry import register_backbone
-from ..timm_twins import register_timm_twin
+
 from ..layers.pyramid import check_divisible, resolve_arch
-from ..layers.vit_blocks import (MLP_BLOCKS, TOKEN_MIXERS, TOKEN_REDUCERS, TokenState, ViTBlock,
-                                 build_token_norm, build_vit_part)
+from ..layers.vit_blocks import (
+    MLP_BLOCKS,
+    TOKEN_MIXERS,
+    TOKEN_REDUCERS,
+    TokenState,
+    ViTBlock,
+    build_token_norm,
+    build_vit_part,
+)
 
 # The size classes of the paper (one source of truth; read-only so no factory can change it).
 VIT_ARCHS: Mapping[str, Mapping[str, float]] = MappingProxyType({
@@ -218,25 +225,3 @@ class ViTWithMixer(BaseBackbone):
         tokens, state = self.forward_tokens(x)
         outs = self.readout(tokens, state)
         return (outs, dict(state.aux_losses)) if return_aux_losses else outs
-
-
-def timm_vit_to_mmeff(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Rename a timm ``VisionTransformer`` state dict (``no_embed_class=True``, e.g. DeiT III) for an
-    ``ImageClassifier`` with a ``ViTWithMixer`` backbone and a ``LinearClsHead``."""
-    renames = (('patch_embed.proj.', 'patch_embed.projection.'), ('.attn.', '.mixer.'),
-               ('.ls1.gamma', '.ls1.weight'), ('.ls2.gamma', '.ls2.weight'))
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            converted['head.fc.' + key[len('head.'):]] = value
-            continue
-        for old, new in renames:
-            key = key.replace(old, new)
-        converted['backbone.' + key] = value
-    return converted
-
-
-register_timm_twin('vit', 'vit/vit/vit_tiny_p16_in1k-224.py', 'vit_tiny_patch16_224', timm_vit_to_mmeff,
-                   no_embed_class=True, init_values=1e-4)
-register_timm_twin('vit', 'vit/vit/vit_small_p16_in1k-224.py', 'deit3_small_patch16_224', timm_vit_to_mmeff)
-register_timm_twin('vit', 'vit/vit/vit_base_p16_in1k-224.py', 'deit3_base_patch16_224', timm_vit_to_mmeff)

@@ -26,6 +26,7 @@ from mmdet.models.backbones.pvt import MixFFN
 from torch import nn
 
 from mmeff.registry import register_backbone
+
 from ..layers.vit_blocks import HW
 from ..mixers.softmax_attention import SoftmaxAttention
 from .base import PyramidBackbone

@@ -8,29 +8,42 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
-from mmdet.models.detectors import DINO, DetectionTransformer
+from mmdet.models.detectors import DetectionTransformer
+from mmdet.models.layers import CdnQueryGenerator
 from mmdet.structures import OptSampleList
+from mmdet.utils import ConfigType
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
-from ..layers.rtdetr_decoder import RTDETRTransformerDecoder
 
 ANCHOR_CACHE_SIZE = 16
+# Set from the decoder by the detector, as mmdet's DeformableDETR does.
+DERIVED_HEAD_ARGS = ('share_pred_layer', 'num_pred_layer', 'as_two_stage')
 
 
 @DET_MODELS.register_module()
-class RTDETR(DINO):
+class RTDETR(DetectionTransformer):
     """RT-DETR: backbone -> hybrid encoder (the neck) -> top-K query selection -> decoder.
 
-    DINO's flow (``pre_transformer -> forward_encoder -> pre_decoder -> forward_decoder``) with
-    RT-DETR's parts: the hybrid encoder is the neck, so ``forward_encoder`` is the identity; the
-    queries are the top-K encoder tokens themselves (no learned query content), their initial boxes
-    the encoder boxes on anchors of every feature cell; contrastive denoising is DINO's.
+    DINO's flow (``pre_transformer -> forward_encoder -> pre_decoder -> forward_decoder``)
+    without ``forward_encoder``, since the hybrid encoder is the neck; DINO's two-stage,
+    box-refining head (:class:`RTDETRHead` is a ``DINOHead``) and contrastive denoising queries.
+    The queries are the top-K encoder tokens themselves (no learned query content), their initial
+    boxes the encoder boxes on anchors of every feature cell. A ``DetectionTransformer``, not a
+    ``DINO``: of DINO and Deformable DETR it would use only the constructor's bookkeeping, none of
+    their layers, initialization or steps.
 
     Args:
+        decoder (dict): Config of the decoder, built from the registry: a variant is a module
+            with the ``forward``, ``num_layers`` and ``embed_dims`` of
+            :class:`RTDETRTransformerDecoder`. Its ``num_layers`` sets the head's branches (one
+            per layer plus one for the encoder tokens).
+        bbox_head (dict): Config of the head (:class:`RTDETRHead`), without the
+            ``share_pred_layer``, ``num_pred_layer`` and ``as_two_stage`` set here.
         feat_channels (Sequence[int]): Channels of the neck's maps. Defaults to (256, 256, 256).
         num_feature_levels (int): Number of maps. Defaults to 3.
-        grid_size (float): Anchor side on level 0, doubled on each level. Defaults to 0.05.
+        anchor_size (float): Anchor side on level 0 as a fraction of the image, doubled on each
+            level. Defaults to 0.05.
         anchor_eps (float): Anchors closer than this to the image border are invalid.
             Defaults to 0.01.
         dn_cfg (dict): ``CdnQueryGenerator`` arguments; defaults to RT-DETR's 100 denoising
@@ -38,19 +51,20 @@ class RTDETR(DINO):
         channels_last (bool): At inference, feed the backbone channels-last (NHWC) images, so that
             its and the encoder's convolutions and pooling run on NHWC maps, which oneDNN's CPU
             kernels run faster (the stem's max-pool several times). Same results. Not in training,
-            whose NHWC backward was slower on the CPU (R18: 7.2 vs. 6.0 s a step). Defaults to True.
+            whose NHWC backward was slower on the CPU. Defaults to True.
         test_cfg (dict): ``max_per_img`` (top-K over queries x classes, default 300) and
             ``eval_idx``: the last decoder layer to run at inference (-1 = the last layer),
             speed tuning without retraining.
-        Others: see :class:`DetectionTransformer` (``decoder`` configures
-            :class:`RTDETRTransformerDecoder`, ``num_queries`` is K = 300).
+        Others: see :class:`DetectionTransformer` (``num_queries`` is K = 300).
     """
 
     def __init__(self,
                  *args,
+                 decoder: ConfigType,
+                 bbox_head: ConfigType,
                  feat_channels: Sequence[int] = (256, 256, 256),
                  num_feature_levels: int = 3,
-                 grid_size: float = 0.05,
+                 anchor_size: float = 0.05,
                  anchor_eps: float = 1e-2,
                  num_queries: int = 300,
                  dn_cfg: Optional[dict] = None,
@@ -59,16 +73,28 @@ class RTDETR(DINO):
         if len(feat_channels) != num_feature_levels:
             raise ValueError(f'feat_channels {tuple(feat_channels)} must list one channel count '
                              f'per feature level ({num_feature_levels}).')
+        derived = [key for key in DERIVED_HEAD_ARGS if key in bbox_head]
+        if derived:
+            raise ValueError(f'bbox_head sets {derived}: RTDETR derives them from the decoder, '
+                             f'remove them from the bbox_head config.')
         self.feat_channels = tuple(feat_channels)
-        self.grid_size = grid_size
+        self.num_feature_levels = num_feature_levels
+        self.anchor_size = anchor_size
         self.anchor_eps = anchor_eps
         self.channels_last = channels_last
-        self._anchor_cache: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+        self._anchor_cache: Dict[tuple, Tuple[Tensor, Tensor, Tensor]] = {}
+        # NOTE as DINO's head: unshared class and box branches, one per decoder layer (box
+        # refinement) and the last for the encoder tokens (two-stage query selection).
+        bbox_head = dict(bbox_head, share_pred_layer=False, num_pred_layer=decoder['num_layers'] + 1,
+                         as_two_stage=True)
+        super().__init__(*args, decoder=decoder, bbox_head=bbox_head, num_queries=num_queries,
+                         **kwargs)
         if dn_cfg is None:
             dn_cfg = dict(label_noise_scale=0.5, box_noise_scale=1.0,
                           group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=100))
-        super().__init__(*args, num_queries=num_queries, dn_cfg=dn_cfg, with_box_refine=True,
-                         as_two_stage=True, num_feature_levels=num_feature_levels, **kwargs)
+        self.dn_query_generator = CdnQueryGenerator(
+            **dn_cfg, num_classes=self.bbox_head.num_classes, embed_dims=self.embed_dims,
+            num_matching_queries=num_queries)
         eval_idx = (self.test_cfg or {}).get('eval_idx', -1)
         num_layers = self.decoder.num_layers
         if not -num_layers <= eval_idx < num_layers:
@@ -78,7 +104,7 @@ class RTDETR(DINO):
 
     def _init_layers(self) -> None:
         """Input projections, the decoder and the encoder-output projection."""
-        self.decoder = RTDETRTransformerDecoder(**self.decoder)
+        self.decoder = DET_MODELS.build(self.decoder)
         self.embed_dims = self.decoder.embed_dims
         self.input_proj = nn.ModuleList(
             ConvModule(channels, self.embed_dims, 1, norm_cfg=dict(type='BN'), act_cfg=None)
@@ -87,12 +113,8 @@ class RTDETR(DINO):
                                         nn.LayerNorm(self.embed_dims))
 
     def init_weights(self) -> None:
-        """Children init themselves; Xavier on the projections as the official code.
-
-        DINO's and Deformable DETR's ``init_weights`` are skipped: they initialize a transformer
-        encoder that RT-DETR does not have.
-        """
-        DetectionTransformer.init_weights(self)
+        """Children init themselves; Xavier on the projections as the official code."""
+        super().init_weights()
         nn.init.xavier_uniform_(self.enc_output[0].weight)
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj.conv.weight)
@@ -103,14 +125,35 @@ class RTDETR(DINO):
             batch_inputs = batch_inputs.contiguous(memory_format=torch.channels_last)
         return super().extract_feat(batch_inputs)
 
+    def forward_transformer(self, img_feats: Tuple[Tensor],
+                            batch_data_samples: OptSampleList = None) -> Dict:
+        """``pre_transformer -> pre_decoder -> forward_decoder``: the head's inputs.
+
+        NOTE: DINO's flow (``batch_data_samples`` reach ``pre_decoder`` for the denoising
+        queries) without ``forward_encoder``: the hybrid encoder ran as the neck, so the flattened
+        maps go straight to the query selection.
+        """
+        selection_inputs, decoder_inputs = self.pre_transformer(img_feats, batch_data_samples)
+        queries, head_inputs = self.pre_decoder(**selection_inputs,
+                                                batch_data_samples=batch_data_samples)
+        decoder_inputs.update(queries)
+        head_inputs.update(self.forward_decoder(**decoder_inputs))
+        return head_inputs
+
+    def forward_encoder(self, **kwargs) -> Dict:
+        """Not a step of RT-DETR (see :meth:`forward_transformer`); abstract in mmdet's base."""
+        raise NotImplementedError('RT-DETR has no transformer encoder after the neck: its hybrid '
+                                  'encoder is the neck.')
+
     def pre_transformer(self, img_feats: Tuple[Tensor],
                         batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
         """Project each level to ``embed_dims``, flatten the levels into one sequence, and get
         the anchors of these shapes.
 
         Returns:
-            tuple[dict, dict]: ``feat`` (B, N, C), ``anchors``, ``valid_mask`` for the encoder;
-            ``spatial_shapes`` [(h, w)] and ``valid_ratios`` (B, 2) for the decoder.
+            tuple[dict, dict]: ``memory`` (B, N, C), ``anchors`` and ``valid_mask`` for
+            :meth:`pre_decoder`; ``spatial_shapes`` [(h, w)] and ``valid_ratios`` (B, 2) for the
+            decoder.
         """
         if len(img_feats) != self.num_feature_levels:
             raise ValueError(f'The neck gives {len(img_feats)} maps, the decoder expects '
@@ -122,8 +165,8 @@ class RTDETR(DINO):
         ratios = self.get_valid_ratios(batch_data_samples, memory.size(0))
         anchors, valid_mask, valid_ratios = self.generate_anchors(spatial_shapes, ratios,
                                                                   memory.device)
-        encoder_inputs = dict(feat=memory, anchors=anchors, valid_mask=valid_mask)
-        return encoder_inputs, dict(spatial_shapes=spatial_shapes, valid_ratios=valid_ratios)
+        selection_inputs = dict(memory=memory, anchors=anchors, valid_mask=valid_mask)
+        return selection_inputs, dict(spatial_shapes=spatial_shapes, valid_ratios=valid_ratios)
 
     @staticmethod
     def get_valid_ratios(batch_data_samples: OptSampleList,
@@ -137,14 +180,10 @@ class RTDETR(DINO):
             ratios.append((img_w / pad_w, img_h / pad_h))
         return tuple(ratios)
 
-    def forward_encoder(self, feat: Tensor, anchors: Tensor, valid_mask: Tensor) -> Dict:
-        """The identity: RT-DETR's (hybrid) encoder is the neck."""
-        return dict(memory=feat, anchors=anchors, valid_mask=valid_mask)
-
     def generate_anchors(self, spatial_shapes: List[Tuple[int, int]],
                          valid_ratios: Sequence[Tuple[float, float]],
                          device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
-        """One anchor per feature cell: its centre and a square of ``grid_size * 2 ** level``.
+        """One anchor per feature cell: its centre and a square of ``anchor_size * 2 ** level``.
 
         Anchors are normalized to each image's valid region; those within ``anchor_eps`` of its
         border (or in the padding) are invalid. Float32 (also under AMP) and cached per shapes
@@ -164,7 +203,7 @@ class RTDETR(DINO):
                                     torch.arange(w, device=device, dtype=torch.float32),
                                     indexing='ij')
             centres = torch.stack([(xs + 0.5) / w, (ys + 0.5) / h], -1).flatten(0, 1)  # (h*w, 2)
-            sizes = torch.full_like(centres, self.grid_size * 2.0**level)
+            sizes = torch.full_like(centres, self.anchor_size * 2.0**level)
             anchors.append(torch.cat([centres, sizes], -1))
         ratios = torch.tensor(valid_ratios, device=device)
         # From fractions of the padded maps to fractions of each image: (B, N, 4).
@@ -189,11 +228,11 @@ class RTDETR(DINO):
         enc_memory = self.enc_output(memory * valid_mask.to(memory.dtype))
         selected = self.bbox_head.select_queries(enc_memory, anchors, valid_mask, self.num_queries)
         # The queries are the selected tokens (detached, as the official code), not learned.
-        query = selected['tokens'].detach()
-        reference_unact = selected['coords_unact'].detach()
+        query = selected.tokens.detach()
+        reference_logits = selected.box_logits.detach()
         if not self.training:
             decoder_inputs = dict(query=query, memory=memory,
-                                  reference_boxes=reference_unact.sigmoid(), dn_mask=None)
+                                  reference_boxes=reference_logits.sigmoid(), dn_mask=None)
             return decoder_inputs, dict()
         dn_label_query, dn_bbox_query, dn_mask, dn_meta = self.dn_query_generator(
             batch_data_samples)
@@ -204,14 +243,14 @@ class RTDETR(DINO):
         decoder_inputs = dict(
             query=torch.cat([dn_label_query, query], 1),
             memory=memory,
-            reference_boxes=torch.cat([dn_bbox_query, reference_unact], 1).sigmoid(),
+            reference_boxes=torch.cat([dn_bbox_query, reference_logits], 1).sigmoid(),
             dn_mask=dn_mask)
         head_inputs = dict(
-            enc_outputs_class=selected['cls'],
-            enc_outputs_coord=selected['coords_unact'].sigmoid(),
+            enc_outputs_class=selected.cls_logits,
+            enc_outputs_coord=selected.box_logits.sigmoid(),
             dn_meta=dn_meta)
-        if selected['iou'] is not None:
-            head_inputs['enc_outputs_iou'] = selected['iou']
+        if selected.iou_logits is not None:
+            head_inputs['enc_outputs_iou'] = selected.iou_logits
         return decoder_inputs, head_inputs
 
     def forward_decoder(self, query: Tensor, memory: Tensor, reference_boxes: Tensor,

@@ -3,6 +3,7 @@
 RT-DETR, Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", CVPR 2024,
 https://arxiv.org/abs/2304.08069 (Sec. 4.3).
 """
+import dataclasses
 from typing import Dict, List, Optional
 
 import torch
@@ -18,6 +19,26 @@ from torch import Tensor
 from mmeff.registry import DET_MODELS
 
 QUERY_SELECT_MODES = ('vfl', 'uncertainty')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuerySelection:
+    """The K encoder tokens :meth:`RTDETRHead.select_queries` keeps: RT-DETR's initial queries.
+
+    Attributes:
+        indices: (B, K) positions of the selected tokens among the N encoder tokens.
+        tokens: (B, K, C) the selected tokens (after the detector's ``enc_output``).
+        cls_logits: (B, K, num_classes) their class logits.
+        box_logits: (B, K, 4) their boxes (cx, cy, w, h) before the sigmoid: anchor plus the
+            encoder box branch's refinement.
+        iou_logits: (B, K) logits of their predicted IoU P(X); ``None`` in 'vfl' mode.
+    """
+
+    indices: Tensor
+    tokens: Tensor
+    cls_logits: Tensor
+    box_logits: Tensor
+    iou_logits: Optional[Tensor] = None
 
 
 @DET_MODELS.register_module()
@@ -85,7 +106,7 @@ class RTDETRHead(DINOHead):
             self.enc_iou_head = Linear(self.embed_dims, 1)
 
     def select_queries(self, enc_memory: Tensor, anchors: Tensor, valid_mask: Tensor,
-                       num_queries: int) -> Dict[str, Optional[Tensor]]:
+                       num_queries: int) -> QuerySelection:
         """Score every encoder token and keep the top ``num_queries``.
 
         Args:
@@ -95,9 +116,7 @@ class RTDETRHead(DINOHead):
             num_queries (int): K.
 
         Returns:
-            dict: ``indices`` (B, K); ``tokens`` (B, K, C) the selected tokens; ``cls``
-            (B, K, num_classes) logits; ``coords_unact`` (B, K, 4) boxes in logit space; ``iou``
-            (B, K) logits of P(X), or None in 'vfl' mode.
+            QuerySelection: the selected tokens with their indices, class, box and IoU logits.
         """
         num_tokens = enc_memory.size(1)
         if num_queries > num_tokens:
@@ -124,13 +143,12 @@ class RTDETRHead(DINOHead):
         # A dynamic-batch ONNX graph traced at batch 1 has batch-1 anchors: expand before gathering.
         anchors = anchors.expand(enc_memory.size(0), -1, -1)
         tokens = gather(enc_memory)
-        coords_unact = self.reg_branches[num_layers](tokens) + gather(anchors)
-        return dict(
+        return QuerySelection(
             indices=indices,
             tokens=tokens,
-            cls=gather(cls_logits),
-            coords_unact=coords_unact,
-            iou=None if iou_logits is None else gather(iou_logits[..., None]).squeeze(-1))
+            cls_logits=gather(cls_logits),
+            box_logits=self.reg_branches[num_layers](tokens) + gather(anchors),
+            iou_logits=None if iou_logits is None else gather(iou_logits[..., None]).squeeze(-1))
 
     def loss(self,
              hidden_states: Tensor,

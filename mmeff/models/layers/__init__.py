@@ -1,9 +1,1 @@
-from . import vit_blocks
-from . import ms_deform_attn
-from . import rtdetr_decoder
-from . import reparam
-from . import repvgg
-from . import switch_mlp
-from . import token_reducers
-from . import prepbn
-from . import pyramid
+from . import ms_deform_attn, prepbn, pyramid, reparam, repvgg, rtdetr_decoder, switch_mlp, token_reducers, vit_blocks

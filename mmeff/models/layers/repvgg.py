@@ -15,6 +15,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
+
 from .fuse import conv_bn_kernel, fused_conv, merge_branches
 from .reparam import Reparameterizable
 

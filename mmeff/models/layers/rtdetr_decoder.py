@@ -16,6 +16,7 @@ from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
+
 from .ms_deform_attn import RTDETRMSDeformableAttention
 
 

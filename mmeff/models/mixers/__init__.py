@@ -1,17 +1,19 @@
-from . import softmax_attention
-from . import linformer
-from . import nystromformer
-from . import linear_attention
-from . import performer
-from . import hydra
-from . import synthesizer
-from . import fnet
-from . import gfnet
-from . import afno
-from . import informer
-from . import reformer
-from . import talking_heads
-from . import sinkhorn
-from . import routing
-from . import polysa
-from . import slab
+from . import (
+    afno,
+    fnet,
+    gfnet,
+    hydra,
+    informer,
+    linear_attention,
+    linformer,
+    nystromformer,
+    performer,
+    polysa,
+    reformer,
+    routing,
+    sinkhorn,
+    slab,
+    softmax_attention,
+    synthesizer,
+    talking_heads,
+)

@@ -1,4 +1,1 @@
-from . import aifi
-from . import ccff
-from . import hybrid_encoder
-from . import simple_feature_pyramid
+from . import aifi, ccff, hybrid_encoder, simple_feature_pyramid

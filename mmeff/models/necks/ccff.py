@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
+
 from ..layers.reparam import switch_to_deploy
 from ..layers.repvgg import CSPRepLayer
 

@@ -3,7 +3,6 @@
 Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", CVPR 2024,
 https://arxiv.org/abs/2304.08069, Sec. 4.2.
 """
-import re
 from typing import Optional, Sequence, Tuple
 
 import torch.nn as nn
@@ -13,6 +12,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmeff.registry import DET_MODELS
+
 from .aifi import AIFI
 from .ccff import CCFF
 
@@ -117,17 +117,3 @@ class HybridEncoder(BaseModule):
     def switch_to_deploy(self) -> None:
         """Fuse every RepVGG block into a single 3x3 conv (outputs unchanged)."""
         self.ccff.switch_to_deploy()
-
-
-def official_key_to_mmeff(key: str) -> str:
-    """Map an official encoder key (without the ``encoder.`` prefix) to this module's name.
-
-    v1 checkpoints name the projection ``input_proj.{i}.0/1``, v2 ``input_proj.{i}.conv/norm``;
-    the AIFI layers are ``encoder.{level}.layers.{j}``; mmcv's ``ConvModule`` says ``bn`` for
-    ``norm``.
-    """
-    key = re.sub(r'^input_proj\.(\d+)\.0\.', r'input_proj.\1.conv.', key)
-    key = re.sub(r'^input_proj\.(\d+)\.1\.', r'input_proj.\1.norm.', key)
-    key = re.sub(r'^encoder\.(\d+)\.layers\.(\d+)\.', r'aifi.layers.\1.\2.', key)
-    key = re.sub(r'^(lateral_convs|fpn_blocks|downsample_convs|pan_blocks)\.', r'ccff.\1.', key)
-    return key.replace('.norm.', '.bn.')

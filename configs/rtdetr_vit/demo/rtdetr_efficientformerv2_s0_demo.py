@@ -1,9 +1,0 @@
-# RT-DETR with EfficientFormerV2-S0 (configs/rtdetr_vit/rtdetr_efficientformerv2_s0.py) on the bundled demo shapes
-# (4 classes, 256x256): the backbone unchanged, encoder, decoder, data and recipe of configs/demo/rtdetr_r18_demo.py
-# (128 channels, no pretrained weights, so the backbone trains at the full learning rate).
-#   python tools/train.py configs/rtdetr_vit/demo/rtdetr_efficientformerv2_s0_demo.py
-_base_ = '../../demo/rtdetr_r18_demo.py'
-
-model = dict(
-    backbone=dict(_delete_=True, type='EfficientFormerV2', arch='s0', out_indices=(1, 2, 3)),
-    neck=dict(in_channels=(48, 96, 176)))

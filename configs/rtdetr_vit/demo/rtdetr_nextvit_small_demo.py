@@ -1,9 +1,0 @@
-# RT-DETR with Next-ViT-S (configs/rtdetr_vit/rtdetr_nextvit_small.py) on the bundled demo shapes (4 classes,
-# 256x256): the backbone unchanged, encoder, decoder, data and recipe of configs/demo/rtdetr_r18_demo.py (128
-# channels, no pretrained weights, so the backbone trains at the full learning rate).
-#   python tools/train.py configs/rtdetr_vit/demo/rtdetr_nextvit_small_demo.py
-_base_ = '../../demo/rtdetr_r18_demo.py'
-
-model = dict(
-    backbone=dict(_delete_=True, type='NextViT', arch='small', out_indices=(1, 2, 3), drop_path_rate=0.1),
-    neck=dict(in_channels=(256, 512, 1024)))

@@ -1,0 +1,2 @@
+"""Helpers that every layer of mmeff may use and that use none of them (timing, the environment a
+measurement is recorded with)."""
