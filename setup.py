@@ -15,7 +15,9 @@ setup(
     extras_require={
         # parity tests compare with timm and HF transformers; ruff lints (>=4.52 breaks `import mmdet.models`)
         'tests': ['pytest', 'pytest-timeout', 'ruff', 'timm>=1.0.16', 'transformers>=4.42,<4.52'],
-        # mmdeploy 1.3.1 needs protobuf<=3.20.2, which onnx 1.17 and onnxruntime<=1.26 accept
-        'deploy': ['mmdeploy==1.3.1', 'onnx==1.17.0', 'onnxruntime>=1.15,<=1.26', 'protobuf<=3.20.2'],
+        # mmdeploy 1.3.1 needs protobuf<=3.20.2, which onnx 1.17 and onnxruntime<=1.26 accept; OpenVINO and
+        # NNCF (INT8) run the CPU path on OpenVINO's current API, not through mmdeploy's wrapper
+        'deploy': ['mmdeploy==1.3.1', 'onnx==1.17.0', 'onnxruntime>=1.15,<=1.26', 'protobuf<=3.20.2',
+                   'openvino>=2026.0', 'nncf>=3.0'],
     },
 )

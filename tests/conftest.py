@@ -80,6 +80,23 @@ def trained_demos(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def trained_rtdetr_demo(tmp_path_factory):
+    """``(config, checkpoint)`` of the RT-DETR demo trained as ``tools/demo.sh`` trains it (its 8 epochs on the
+    whole demo set, seed 0): scores that separate objects from background, so that what a backend or a
+    precision costs shows in the detections and the mAP. ``MMEFF_DEMO_CHECKPOINT`` reuses one (e.g. the
+    ``epoch_8.pth`` tools/demo.sh wrote)."""
+    config = osp.join(REPO, 'configs', 'rtdetr', 'rtdetr_r18vd_demo-256.py')
+    if os.environ.get('MMEFF_DEMO_CHECKPOINT'):
+        return config, os.environ['MMEFF_DEMO_CHECKPOINT']
+    work_dir = tmp_path_factory.mktemp('rtdetr_demo')
+    no_workers = [f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+                  for key in ('num_workers=0', 'persistent_workers=False')]
+    run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--cfg-options', *no_workers, 'randomness.seed=0',
+             timeout=3600)
+    return config, str(work_dir / 'epoch_8.pth')
+
+
+@pytest.fixture(scope='session')
 def repo():
     return REPO
 

@@ -13,9 +13,9 @@ from mmeff.models.layers import vit_blocks
 
 REGISTRIES = {
     'mmdet': [registry.DET_MODELS, registry.DET_DATASETS, registry.DET_TASK_UTILS, registry.DET_TRANSFORMS,
-              registry.DET_HOOKS, registry.DET_OPTIM_WRAPPER_CONSTRUCTORS],
-    'mmpretrain': [registry.CLS_MODELS, registry.CLS_DATASETS],
-    'mmengine': [registry.RUNNERS, mmengine_registry.HOOKS, mmengine_registry.DATA_SAMPLERS,
+              registry.DET_HOOKS, registry.DET_OPTIM_WRAPPER_CONSTRUCTORS, registry.DET_OPTIM_WRAPPERS],
+    'mmpretrain': [registry.CLS_MODELS, registry.CLS_DATASETS, registry.CLS_OPTIM_WRAPPERS],
+    'mmengine': [registry.RUNNERS, registry.LOOPS, mmengine_registry.HOOKS, mmengine_registry.DATA_SAMPLERS,
                  mmengine_registry.MODELS],
     'mmeff': [vit_blocks.TOKEN_MIXERS, vit_blocks.MLP_BLOCKS, vit_blocks.TOKEN_REDUCERS],
 }
@@ -45,7 +45,10 @@ EXPECTED = {
     'DET_DATASETS': {'DemoCocoDataset'},
     'CLS_DATASETS': {'DemoClassificationDataset'},
     'DET_OPTIM_WRAPPER_CONSTRUCTORS': {'NoDecayNormBiasConstructor'},
+    'DET_OPTIM_WRAPPERS': {'CPUAmpOptimWrapper'},  # --amp on a CPU, in both scopes
+    'CLS_OPTIM_WRAPPERS': {'CPUAmpOptimWrapper'},
     'RUNNERS': {'MMEffRunner'},
+    'LOOPS': {'PrecisionTestLoop'},  # tools/test.py --precision
     'DET_TASK_UTILS': set(),
     'DET_TRANSFORMS': set(),
     'DET_HOOKS': set(),
@@ -62,6 +65,15 @@ EXPECTED = {
     'MLP_BLOCKS': {'Mlp', 'SwitchMlp'},
     'TOKEN_REDUCERS': {'EViTReorganize', 'ToMeMerge', 'TokenLearner', 'DynamicViTPredictor', 'AViTHalting'},
 }
+
+# The deployed models of ``tools/test.py --backend``: registered by ``import mmeff.deploy`` (the deploy
+# extra), not by ``import mmeff``.
+DEPLOYED = {'DET_MODELS': {'DeployedDetector'}, 'CLS_MODELS': {'DeployedClassifier'}}
+try:
+    import mmeff.deploy  # noqa: F401
+    REGISTERED = {name: expected | DEPLOYED.get(name, set()) for name, expected in EXPECTED.items()}
+except ImportError:
+    REGISTERED = EXPECTED
 
 
 def _mmeff_entries(reg):
@@ -82,8 +94,8 @@ def test_every_mmeff_type_resolves_by_name_in_its_scope():
                 registered[_registry_name(reg)] = set(entries)
                 for name, cls in entries.items():
                     assert reg.get(name) is cls, f'{name} does not resolve to mmeff\'s class in {scope}'
-    assert set(registered) == set(EXPECTED)
-    for name, expected in EXPECTED.items():
+    assert set(registered) == set(REGISTERED)
+    for name, expected in REGISTERED.items():
         assert registered[name] == expected, (name, 'missing', expected - registered[name],
                                               'unexpected', registered[name] - expected)
     assert registry.RUNNERS.get('MMEffRunner') is mmeff.engine.MMEffRunner
@@ -114,10 +126,12 @@ def _decorated_classes():
 
 def test_every_registering_class_in_the_source_is_registered_by_import_mmeff():
     """A module in a file ``import mmeff`` does not import would be missing from the registry (and
-    from EXPECTED's check above, had it been written from the registry)."""
+    from EXPECTED's check above, had it been written from the registry); mmeff.deploy's (DEPLOYED) are
+    registered by ``import mmeff.deploy``."""
     decorated = _decorated_classes()
     assert set(decorated) <= set(EXPECTED), set(decorated) - set(EXPECTED)
     for name, expected in EXPECTED.items():
+        expected = expected | DEPLOYED.get(name, set())
         assert decorated.get(name, set()) == expected, (name, decorated.get(name, set()) ^ expected)
 
 

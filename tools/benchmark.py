@@ -2,21 +2,33 @@
 
     python tools/benchmark.py CONFIG [CONFIG ...]    # paths, globs ('configs/vit/*.py') or list files (.txt)
         [--metrics params flops latency throughput train memory] [--img-size 224 [W]]
-        [--device cpu|cuda] [--threads N] [--backend pytorch|onnxruntime|tensorrt] [--deploy-cfg CFG]
+        [--device cpu|cuda] [--threads N] [--backend pytorch|onnxruntime|openvino|tensorrt] [--deploy-cfg CFG]
         [--batch-sizes 1 8 32 64]
         [--train-batch-size 8] [--dataset-size 1281167] [--warmup 5] [--repeats 20]
         [--sweep model.test_cfg.eval_idx=0,1,2] [--cfg-options k=v ...]
         [--out results.json results.csv] [--accuracy acc.csv] [--plot-dir DIR]
         [--end2end] [--score-thrs 0.001 0.05] [--iou-thrs 0.5 0.7] [--num-images 50] [--keep-going]
 
+Inference paths side by side (several backends and/or a precision other than fp32):
+
+    python tools/benchmark.py CONFIG --backend pytorch onnxruntime openvino --precision fp32 bf16 int8
+        [--img-size 640] [--threads 2] [--peaks peak.json] [--checkpoint W.pth --evaluate]
+
+times every (backend, precision) that exists, interleaved on the same input (mmeff.benchmark.paths),
+with the ratio to PyTorch fp32, GFLOP/s, the fraction of this machine's peak and, with --evaluate, the
+COCO mAP / top-1 each path reaches on the config's test set.
+
 Prints one row per config; a model (or one of its metrics) that fails is reported with its reason
 and the others go on; the exit status is then 1, unless --keep-going.
 """
 import argparse
 import glob
+import json
 import logging
+import os
 import os.path as osp
 import sys
+import tempfile
 
 import torch
 from mmengine.config import DictAction
@@ -33,7 +45,15 @@ from mmeff.benchmark import (
     save_results,
 )
 from mmeff.benchmark.end2end import detection_end2end, format_end2end, plot_end2end
+from mmeff.benchmark.paths import compare_paths, expand_paths, format_paths, path_rows, plot_paths
+from mmeff.benchmark.report import PROTOCOL_COLUMNS, write_csv
+from mmeff.benchmark.runner import BACKENDS
+from mmeff.benchmark.subject import load_config
 from mmeff.benchmark.sweep import expand_sweep
+from mmeff.utils.precision import PRECISIONS
+from mmeff.utils.timing import describe_error, environment
+
+DEFAULT_BATCH_SIZES = [1, 8, 32, 64]
 
 
 def parse_args():
@@ -43,12 +63,21 @@ def parse_args():
     parser.add_argument('--img-size', type=int, nargs='+', default=[224], help='H [W] of the input')
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--threads', type=int, help='CPU threads for torch (default: torch\'s choice)')
-    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'tensorrt'], default='pytorch',
-                        help='onnxruntime/tensorrt: the model exported by mmeff.deploy, timed beside PyTorch eager')
-    parser.add_argument('--deploy-cfg', help='mmdeploy config of the onnxruntime/tensorrt export (default: the '
-                        'task\'s config in configs/deploy/, input size set to --img-size)')
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8, 32, 64],
-                        help='searched for the best throughput')
+    parser.add_argument('--backend', nargs='+', choices=BACKENDS, default=['pytorch'],
+                        help='one: the model exported by mmeff.deploy, timed beside PyTorch eager; several (or with '
+                        '--precision): every inference path side by side')
+    parser.add_argument('--precision', nargs='+', choices=PRECISIONS + ('int8', ), default=['fp32'],
+                        help='with --backend: the precisions of the side-by-side paths (a path that does not exist '
+                        'or that this machine cannot run is reported as skipped, with the reason)')
+    parser.add_argument('--peaks', help='JSON of tools/analysis/cpu_peak_throughput.py: report each path\'s '
+                        'fraction of this machine\'s peak GFLOP/s at its precision')
+    parser.add_argument('--evaluate', action='store_true',
+                        help='side-by-side paths: COCO mAP / top-1 of each on the config\'s test set '
+                        '(with --checkpoint)')
+    parser.add_argument('--deploy-cfg', help='mmdeploy config of a single exported backend (default: the task\'s '
+                        'config in configs/deploy/, input size set to --img-size)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=DEFAULT_BATCH_SIZES,
+                        help='searched for the best throughput; side-by-side paths: the one batch size (default 1)')
     parser.add_argument('--train-batch-size', type=int, default=8)
     parser.add_argument('--dataset-size', type=int, default=None,
                         help='images per epoch, for the extrapolated epoch time (ImageNet-1k: 1281167)')
@@ -66,7 +95,8 @@ def parse_args():
     parser.add_argument('--score-thrs', type=float, nargs='+', default=None, help='--end2end: NMS score thresholds')
     parser.add_argument('--iou-thrs', type=float, nargs='+', default=None, help='--end2end: NMS IoU thresholds')
     parser.add_argument('--num-images', type=int, default=20, help='--end2end: images of the test set')
-    parser.add_argument('--checkpoint', help='--end2end: weights (random weights keep few boxes)')
+    parser.add_argument('--checkpoint', help='--end2end, --evaluate and INT8 calibration: trained weights (random '
+                        'weights keep few boxes)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load a --checkpoint that holds arbitrary pickled objects (only from a trusted source)')
     parser.add_argument('--keep-going', action='store_true',
@@ -90,12 +120,65 @@ def expand_configs(patterns):
     return configs
 
 
+def benchmark_paths(args, runs, logger):
+    """Every (backend, precision) of each run side by side: table, JSON/CSV, PNG."""
+    paths = expand_paths(args.backend, args.precision)
+    peaks = json.load(open(args.peaks)) if args.peaks else None
+    evaluate = None
+    if args.evaluate:
+        if not args.checkpoint:
+            raise SystemExit('--evaluate needs --checkpoint: an accuracy of random weights says nothing')
+        from mmeff.deploy.evaluate import evaluate_path
+        evaluate = evaluate_path
+    img_size = tuple(args.img_size) * 2 if len(args.img_size) == 1 else tuple(args.img_size)
+    if len(args.batch_sizes) > 1 and args.batch_sizes != DEFAULT_BATCH_SIZES:
+        raise SystemExit('side-by-side paths are timed at one batch size: pass one --batch-sizes value')
+    batch_size = args.batch_sizes[0] if args.batch_sizes != DEFAULT_BATCH_SIZES else 1
+    results = []
+    for i, (config, name, options) in enumerate(runs, 1):
+        logger.info(f'[{i}/{len(runs)}] {name}: {len(paths)} paths at batch {batch_size}')
+        result = dict(name=name, config=config, paths=[], errors={},
+                      protocol=dict(environment(args.device), img_size=list(img_size), batch_size=batch_size,
+                                    warmup=args.warmup, repeats=args.repeats))
+        try:
+            with tempfile.TemporaryDirectory() as work_dir:
+                result.update(compare_paths(load_config(config, options), paths, img_size, work_dir, args.warmup,
+                                            args.repeats, args.checkpoint, args.device, peaks, batch_size,
+                                            evaluate))
+        except Exception as error:  # reported with the others, as a failed model is in the table mode
+            result['errors']['paths'] = describe_error(error)
+        results.append(result)
+    print(format_paths(results))
+    for path in args.out:
+        if path.endswith('.csv'):  # a row per model and path, with the protocol
+            write_csv([dict(row, **{k: result['protocol'].get(k) for k in PROTOCOL_COLUMNS if k not in row})
+                       for result in results for row in path_rows([result])], path)
+        else:
+            save_results(results, path)
+    if args.plot_dir:
+        os.makedirs(args.plot_dir, exist_ok=True)
+        plot_paths(results, osp.join(args.plot_dir, 'paths.png'))
+        logger.info(f'plot in {args.plot_dir}/paths.png')
+    report_failures(results, args.keep_going, logger)
+
+
+def report_failures(results, keep_going, logger):
+    """Log every failed model with its reasons; exit 1 unless ``keep_going``."""
+    failed = {result['name']: result['errors'] for result in results if result['errors']}
+    if failed:
+        for name, errors in failed.items():
+            logger.error(f'{name} failed: ' + '; '.join(f'{metric}: {reason}' for metric, reason in errors.items()))
+        if not keep_going:
+            raise SystemExit(f'{len(failed)} of {len(results)} benchmark runs failed (above); --keep-going to exit 0')
+
+
 def main():
     args = parse_args()
-    try:
-        check_backend(args.backend)
-    except RuntimeError as error:
-        raise SystemExit(f'--backend {args.backend}: {error}')
+    for backend in args.backend:
+        try:
+            check_backend(backend)
+        except RuntimeError as error:
+            raise SystemExit(f'--backend {backend}: {error}')
     if args.threads:
         torch.set_num_threads(args.threads)
     logger = MMLogger.get_instance('mmeff_benchmark', log_level='INFO')
@@ -104,6 +187,9 @@ def main():
             handler.setStream(sys.stderr)
     runs = [(config, name, dict(args.cfg_options or {}, **options))
             for config in expand_configs(args.configs) for name, options in expand_sweep(config, args.sweep)]
+    if len(args.backend) > 1 or args.precision != ['fp32']:
+        return benchmark_paths(args, runs, logger)
+    args.backend = args.backend[0]
     results = []
     for i, (config, name, options) in enumerate(runs, 1):
         logger.info(f'[{i}/{len(runs)}] {name}')
@@ -135,12 +221,7 @@ def main():
         if not analysis['pareto']:
             logger.warning('no accuracy given (--accuracy): correlations only, no Pareto fronts')
         logger.info(f'plots and tables in {args.plot_dir}')
-    failed = {result['name']: result['errors'] for result in results if result['errors']}
-    if failed:
-        for name, errors in failed.items():
-            logger.error(f'{name} failed: ' + '; '.join(f'{metric}: {reason}' for metric, reason in errors.items()))
-        if not args.keep_going:
-            raise SystemExit(f'{len(failed)} of {len(results)} benchmark runs failed (above); --keep-going to exit 0')
+    report_failures(results, args.keep_going, logger)
 
 
 if __name__ == '__main__':

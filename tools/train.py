@@ -5,7 +5,10 @@
 """
 import argparse
 
+from mmengine.device import get_device
+
 import mmeff  # noqa: F401  (registers mmeff's modules)
+from mmeff.engine.amp import AMP_WRAPPERS, amp_optim_wrapper
 from mmeff.engine.tools import add_common_args, build_runner, finish_distributed, load_config
 
 
@@ -15,7 +18,9 @@ def parse_args():
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or without a value from the latest one in the work dir')
-    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training: fp16 with loss scaling on a GPU, bf16 on a CPU '
+                             'with AVX512-BF16 or AMX (refused on other CPUs)')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the learning rate by the ratio of the actual batch size to `auto_scale_lr.base_batch_size`')
@@ -26,12 +31,11 @@ def parse_args():
 def main():
     args = parse_args()
     cfg = load_config(args)
-    if args.amp:
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+    if args.amp:  # before anything is built: a CPU without bf16 is refused here
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') in AMP_WRAPPERS:
             print('AMP is already enabled in the config.')
         else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+            cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper, get_device())
     if args.auto_scale_lr:
         if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
             raise RuntimeError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` in the config: '

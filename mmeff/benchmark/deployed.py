@@ -1,4 +1,4 @@
-"""The benchmark's exported backends (onnxruntime, tensorrt): a config's model as
+"""The benchmark's exported backends (onnxruntime, openvino, tensorrt): a config's model as
 :class:`mmeff.deploy.deployed.DeployedModel` at the benchmark's input size, with the task's
 default deploy config.
 
@@ -16,6 +16,8 @@ from mmeff.paths import config_path
 DEFAULT_DEPLOY_CFGS = {
     ('det', 'onnxruntime'): 'detection_onnxruntime_static-640x640.py',
     ('cls', 'onnxruntime'): 'classification_onnxruntime_static-224x224.py',
+    ('det', 'openvino'): 'detection_openvino_static-640x640.py',
+    ('cls', 'openvino'): 'classification_openvino_static-224x224.py',
     ('det', 'tensorrt'): 'detection_tensorrt-fp16_static-640x640.py',
     ('cls', 'tensorrt'): 'classification_tensorrt-fp16_static-224x224.py',
 }

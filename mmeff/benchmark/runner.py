@@ -21,7 +21,7 @@ from .memory import measure_in_subprocess
 from .subject import Subject, config_name
 
 METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory')
-BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
+BACKENDS = ('pytorch', 'onnxruntime', 'openvino', 'tensorrt')
 INFERENCE_ONLY = ('train', 'memory')  # what the exported backends cannot measure
 
 

@@ -19,7 +19,8 @@ def pytorch_outputs(model: nn.Module, inputs: torch.Tensor,
     """Eager PyTorch predictions in the export's output format, for parity checks.
 
     Detection: ``dets`` (B, K, 5) = x1, y1, x2, y2 in input pixels, score; ``labels`` (B, K).
-    Classification: ``output`` (B, num_classes) class probabilities.
+    Classification: ``output`` (B, num_classes) class probabilities. Float32 whatever precision the
+    model ran at (under autocast its outputs may be bf16 / fp16).
     """
     task = deploy_cfg.codebase_config.type
     with torch.no_grad():
@@ -29,11 +30,11 @@ def pytorch_outputs(model: nn.Module, inputs: torch.Tensor,
             samples = [DetDataSample(metainfo=dict(img_shape=img_shape)) for _ in inputs]
             results = [r.pred_instances for r in model.predict(inputs, samples, rescale=False)]
             dets = [torch.cat([r.bboxes, r.scores[:, None]], -1) for r in results]
-            return dict(dets=torch.stack(dets).cpu().numpy(),
+            return dict(dets=torch.stack(dets).float().cpu().numpy(),
                         labels=torch.stack([r.labels for r in results]).cpu().numpy())
         if task == 'mmpretrain':
             results = model.predict(inputs)
-            return dict(output=torch.stack([r.pred_score for r in results]).cpu().numpy())
+            return dict(output=torch.stack([r.pred_score for r in results]).float().cpu().numpy())
     raise ValueError(f'codebase_config.type={task!r}: mmeff.deploy compares mmdet and mmpretrain '
                      f'models only.')
 

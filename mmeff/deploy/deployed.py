@@ -19,11 +19,13 @@ from .export import ConfigLike, build_deploy_model, export_onnx
 
 
 def export_for(backend: str, model: torch.nn.Module, deploy_cfg: mmengine.Config, out_file: str,
-               batch_size: int = 1, device: str = 'cpu') -> str:
+               batch_size: int = 1, device: str = 'cpu', model_cfg: Optional[mmengine.Config] = None) -> str:
     """``model`` (from :func:`~mmeff.deploy.build_deploy_model`) exported as ``backend``'s file
-    ``out_file``; the ONNX graph it is made from goes beside it (the same file for ONNX Runtime)."""
+    ``out_file``; the ONNX graph it is made from goes beside it (the same file for ONNX Runtime).
+    ``model_cfg`` (the loaded model config) is for builds that need the model's data (OpenVINO INT8
+    calibrates on its test pipeline)."""
     onnx_file = export_onnx(model, deploy_cfg, osp.splitext(out_file)[0] + '.onnx', batch_size)
-    return backend_class(backend).build(onnx_file, deploy_cfg, out_file, device)
+    return backend_class(backend).build(onnx_file, deploy_cfg, out_file, device, model_cfg=model_cfg)
 
 
 class DeployedModel:
@@ -44,9 +46,12 @@ class DeployedModel:
                  work_dir: str = 'work_dirs/deploy', name: str = 'end2end', checkpoint: Optional[str] = None,
                  eval_idx: Optional[int] = None, trust_checkpoint: bool = False, device: str = 'cpu'):
         self.backend: Type[Backend] = backend_class(backend)
-        self.backend.require(device)  # before building anything, so a machine without it fails fast
-        self.model, self.deploy_cfg, _ = build_deploy_model(deploy_cfg, model_cfg, checkpoint, eval_idx,
-                                                            trust_checkpoint)
+        if isinstance(deploy_cfg, str):
+            deploy_cfg = mmengine.Config.fromfile(deploy_cfg)
+        # Before building anything, so a machine without it (or without its precision) fails fast.
+        self.backend.require(device, deploy_cfg)
+        self.model, self.deploy_cfg, self.model_cfg = build_deploy_model(deploy_cfg, model_cfg, checkpoint, eval_idx,
+                                                                         trust_checkpoint)
         self.model.to(device)
         self.work_dir, self.name, self.device = work_dir, name, device
         width, height = self.deploy_cfg.onnx_config.input_shape
@@ -64,7 +69,7 @@ class DeployedModel:
             stem = self.name if batch_size == 1 else f'{self.name}_batch{batch_size}'
             out_file = osp.join(self.work_dir, stem + self.backend.suffix)
             self._exports[batch_size] = export_for(self.backend.name, self.model.cpu(), self.deploy_cfg, out_file,
-                                                   batch_size, self.device)
+                                                   batch_size, self.device, self.model_cfg)
             self.model.to(self.device)
         return self._exports[batch_size]
 

@@ -1,4 +1,4 @@
-"""The runtimes an exported model runs on, one module each.
+"""The runtimes an exported model runs on, one module each (ONNX Runtime, OpenVINO, TensorRT).
 
 A backend is a :class:`~.base.Backend` subclass: whether this machine can run it, its file from
 the ONNX export, a session loaded from that file, and a run on numpy inputs. Adding one is a
@@ -9,9 +9,10 @@ from typing import Type
 
 from .base import Backend
 from .onnxruntime import ONNXRuntime, create_session
+from .openvino import OpenVINO
 from .tensorrt import FP16_BOX_TOLERANCE, FP16_SCORE_TOLERANCE, TensorRT
 
-BACKENDS = {backend.name: backend for backend in (ONNXRuntime, TensorRT)}
+BACKENDS = {backend.name: backend for backend in (ONNXRuntime, OpenVINO, TensorRT)}
 
 
 def backend_class(name: str) -> Type[Backend]:
@@ -22,6 +23,6 @@ def backend_class(name: str) -> Type[Backend]:
 
 
 __all__ = [
-    'Backend', 'ONNXRuntime', 'TensorRT', 'BACKENDS', 'backend_class', 'create_session', 'FP16_BOX_TOLERANCE',
-    'FP16_SCORE_TOLERANCE'
+    'Backend', 'ONNXRuntime', 'OpenVINO', 'TensorRT', 'BACKENDS', 'backend_class', 'create_session',
+    'FP16_BOX_TOLERANCE', 'FP16_SCORE_TOLERANCE'
 ]

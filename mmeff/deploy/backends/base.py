@@ -38,12 +38,15 @@ class Backend:
         self.file, self.device = file, device
 
     @classmethod
-    def require(cls, device: str = 'cpu') -> None:
-        """Raise with the reason and the fix when this machine cannot run it on ``device``."""
+    def require(cls, device: str = 'cpu', deploy_cfg: Optional[mmengine.Config] = None) -> None:
+        """Raise with the reason and the fix when this machine cannot run it on ``device`` (as
+        ``deploy_cfg.backend_config`` asks, e.g. at a precision, when given)."""
 
     @classmethod
-    def build(cls, onnx_file: str, deploy_cfg: mmengine.Config, out_file: str, device: str = 'cpu') -> str:
-        """The backend's file of ``onnx_file`` at ``out_file`` (``deploy_cfg.backend_config`` says how)."""
+    def build(cls, onnx_file: str, deploy_cfg: mmengine.Config, out_file: str, device: str = 'cpu',
+              model_cfg: Optional[mmengine.Config] = None) -> str:
+        """The backend's file of ``onnx_file`` at ``out_file`` (``deploy_cfg.backend_config`` says how;
+        ``model_cfg`` for a build that needs the model's data, e.g. INT8 calibration)."""
         return onnx_file
 
     def bind(self, inputs: np.ndarray) -> Callable[[], object]:

@@ -1,6 +1,7 @@
 """ONNX Runtime on the CPU: the exported ONNX graph as it is, with every graph optimization."""
 from typing import Callable, Dict, Optional, Union
 
+import mmengine
 import numpy as np
 
 from .base import Backend, import_runtime
@@ -27,7 +28,7 @@ class ONNXRuntime(Backend):
     name = 'onnxruntime'
 
     @classmethod
-    def require(cls, device: str = 'cpu') -> None:
+    def require(cls, device: str = 'cpu', deploy_cfg: Optional[mmengine.Config] = None) -> None:
         import_runtime('onnxruntime', 'ONNX Runtime is not installed: install the deploy extra '
                        '(pip install -e .[deploy])')
         if device != 'cpu':

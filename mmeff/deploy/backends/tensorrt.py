@@ -30,7 +30,7 @@ class TensorRT(Backend):
     suffix = '.engine'
 
     @classmethod
-    def require(cls, device: str = 'cuda:0') -> None:
+    def require(cls, device: str = 'cuda:0', deploy_cfg: Optional[mmengine.Config] = None) -> None:
         import torch
         tensorrt = import_runtime('tensorrt', 'TensorRT is not installed: the tensorrt path needs an NVIDIA GPU '
                                   f'and pip install tensorrt (>= {MIN_TENSORRT}).')
@@ -42,7 +42,8 @@ class TensorRT(Backend):
             raise RuntimeError('TensorRT needs a CUDA GPU; torch sees none on this machine.')
 
     @classmethod
-    def build(cls, onnx_file: str, deploy_cfg: mmengine.Config, out_file: str, device: str = 'cuda:0') -> str:
+    def build(cls, onnx_file: str, deploy_cfg: mmengine.Config, out_file: str, device: str = 'cuda:0',
+              model_cfg: Optional[mmengine.Config] = None) -> str:
         cls.require(device)
         from mmdeploy.backend.tensorrt.onnx2tensorrt import onnx2tensorrt
         work_dir, save_file = osp.split(osp.abspath(out_file))

@@ -164,13 +164,20 @@ class RTDETRHead(DINOHead):
             enc_outputs_iou (Tensor, optional): (B, K) logits of P(X) of the top-K encoder tokens.
             Others: see :meth:`DINOHead.loss`.
         """
-        losses = super().loss(hidden_states, references, enc_outputs_class, enc_outputs_coord,
-                              batch_data_samples, dn_meta)
-        if enc_outputs_iou is not None:
-            batch_gt_instances, _, batch_img_metas = unpack_gt_instances(batch_data_samples)
-            losses.update(self.loss_uncertainty(enc_outputs_class, enc_outputs_coord,
-                                                enc_outputs_iou, batch_gt_instances,
-                                                batch_img_metas))
+        # Matching and losses in fp32 under mixed precision, as the official code (outside its autocast):
+        # bf16 would round the costs the Hungarian matching compares and the loss values themselves.
+        # ``float()`` returns fp32 tensors unchanged.
+        with torch.autocast(hidden_states.device.type, enabled=False):
+            hidden_states, enc_outputs_class, enc_outputs_coord = (
+                hidden_states.float(), enc_outputs_class.float(), enc_outputs_coord.float())
+            references = [reference.float() for reference in references]
+            losses = super().loss(hidden_states, references, enc_outputs_class, enc_outputs_coord,
+                                  batch_data_samples, dn_meta)
+            if enc_outputs_iou is not None:
+                batch_gt_instances, _, batch_img_metas = unpack_gt_instances(batch_data_samples)
+                losses.update(self.loss_uncertainty(enc_outputs_class, enc_outputs_coord,
+                                                    enc_outputs_iou.float(), batch_gt_instances,
+                                                    batch_img_metas))
         return losses
 
     def loss_uncertainty(self, enc_cls_scores: Tensor, enc_bbox_preds: Tensor,

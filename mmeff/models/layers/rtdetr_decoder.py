@@ -19,6 +19,25 @@ from mmeff.registry import DET_MODELS
 
 from .ms_deform_attn import RTDETRMSDeformableAttention
 
+FP16_MAX = torch.finfo(torch.float16).max  # 65504
+
+
+def clamp_to_fp16_range(x: Tensor) -> Tensor:
+    """``x`` clamped to fp16's finite range when it is computed in fp16 (a half tensor, or fp16 autocast on
+    its device), else ``x`` itself.
+
+    The official decoder clamps the FFN's residual sum before the last norm (``tgt.clamp(-65504, 65504)``):
+    an fp16 FFN output that overflowed to inf would make the norm, and every later layer, NaN. Under
+    autocast the sum is fp32 (the norm before it autocasts to fp32) but holds the fp16 FFN's inf, hence the
+    autocast test. In fp32 and bf16 (fp32's range) nothing is done, so their outputs and the exported
+    fp32 graph are unchanged.
+    """
+    device = x.device.type
+    if x.dtype == torch.float16 or (torch.is_autocast_enabled(device)
+                                    and torch.get_autocast_dtype(device) == torch.float16):
+        return x.clamp(-FP16_MAX, FP16_MAX)
+    return x
+
 
 @DET_MODELS.register_module()
 class RTDETRDecoderLayer(BaseModule):
@@ -81,7 +100,7 @@ class RTDETRDecoderLayer(BaseModule):
         query = self.norm2(query + self.dropout(
             self.cross_attn(query + query_pos, reference_boxes, memory, spatial_shapes)))
         ffn = self.linear2(self.dropout(self.linear1(query).relu()))
-        return self.norm3(query + self.dropout(ffn))
+        return self.norm3(clamp_to_fp16_range(query + self.dropout(ffn)))
 
 
 @DET_MODELS.register_module()
