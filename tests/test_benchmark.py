@@ -170,10 +170,11 @@ def test_nms_threshold_grid():
 
 def test_backends_are_checked():
     with pytest.raises(ValueError, match='unknown backend'):
-        check_backend('openvino')
+        check_backend('ncnn')
     check_backend('pytorch')
     pytest.importorskip('onnxruntime', reason='the deploy extra is not installed')
     check_backend('onnxruntime')
+    check_backend('openvino')
 
 
 def test_tensorrt_backend_says_why_it_cannot_run():

@@ -13,6 +13,7 @@ Inference paths side by side (several backends and/or a precision other than fp3
 
     python tools/benchmark.py CONFIG --backend pytorch onnxruntime openvino --precision fp32 bf16 int8
         [--img-size 640] [--threads 2] [--peaks peak.json] [--checkpoint W.pth --evaluate]
+        [--calib-dataset CFG] [--calib-images N]
 
 times every (backend, precision) that exists, interleaved on the same input (mmeff.benchmark.paths),
 with the ratio to PyTorch fp32, GFLOP/s, the fraction of this machine's peak and, with --evaluate, the
@@ -45,7 +46,7 @@ from mmeff.benchmark import (
     save_results,
 )
 from mmeff.benchmark.end2end import detection_end2end, format_end2end, plot_end2end
-from mmeff.benchmark.paths import compare_paths, expand_paths, format_paths, path_rows, plot_paths
+from mmeff.benchmark.paths import compare_paths, evaluate_path, expand_paths, format_paths, path_rows, plot_paths
 from mmeff.benchmark.report import PROTOCOL_COLUMNS, write_csv
 from mmeff.benchmark.runner import BACKENDS
 from mmeff.benchmark.subject import load_config
@@ -74,6 +75,9 @@ def parse_args():
     parser.add_argument('--evaluate', action='store_true',
                         help='side-by-side paths: COCO mAP / top-1 of each on the config\'s test set '
                         '(with --checkpoint)')
+    parser.add_argument('--calib-dataset', help='INT8 paths: calibrate on the test_dataloader.dataset of this config '
+                        '(default: the model config\'s test set; e.g. configs/_base_/datasets/demo_coco.py)')
+    parser.add_argument('--calib-images', type=int, help='INT8 paths: number of calibration images')
     parser.add_argument('--deploy-cfg', help='mmdeploy config of a single exported backend (default: the task\'s '
                         'config in configs/deploy/, input size set to --img-size)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=DEFAULT_BATCH_SIZES,
@@ -128,12 +132,13 @@ def benchmark_paths(args, runs, logger):
     if args.evaluate:
         if not args.checkpoint:
             raise SystemExit('--evaluate needs --checkpoint: an accuracy of random weights says nothing')
-        from mmeff.deploy.evaluate import evaluate_path
         evaluate = evaluate_path
     img_size = tuple(args.img_size) * 2 if len(args.img_size) == 1 else tuple(args.img_size)
     if len(args.batch_sizes) > 1 and args.batch_sizes != DEFAULT_BATCH_SIZES:
         raise SystemExit('side-by-side paths are timed at one batch size: pass one --batch-sizes value')
     batch_size = args.batch_sizes[0] if args.batch_sizes != DEFAULT_BATCH_SIZES else 1
+    calibration = {key: value for key, value in (('dataset', args.calib_dataset), ('num_images', args.calib_images))
+                   if value is not None}
     results = []
     for i, (config, name, options) in enumerate(runs, 1):
         logger.info(f'[{i}/{len(runs)}] {name}: {len(paths)} paths at batch {batch_size}')
@@ -144,7 +149,7 @@ def benchmark_paths(args, runs, logger):
             with tempfile.TemporaryDirectory() as work_dir:
                 result.update(compare_paths(load_config(config, options), paths, img_size, work_dir, args.warmup,
                                             args.repeats, args.checkpoint, args.device, peaks, batch_size,
-                                            evaluate))
+                                            calibration, evaluate))
         except Exception as error:  # reported with the others, as a failed model is in the table mode
             result['errors']['paths'] = describe_error(error)
         results.append(result)

@@ -84,11 +84,13 @@ class InferencePaths:
             accuracy need trained weights to mean something).
         device: 'cpu' or 'cuda[:N]'.
         batch_size: images per timed call (static graphs are exported for it).
+        calibration: INT8 paths: overrides of the deploy config's ``backend_config.calibration``
+            (``dataset``: a config file whose test_dataloader.dataset is used, ``num_images``).
     """
 
     def __init__(self, config: Config, img_size: Tuple[int, int], work_dir: str, checkpoint: Optional[str] = None,
-                 device: str = 'cpu', batch_size: int = 1):
-        self.batch_size = batch_size
+                 device: str = 'cpu', batch_size: int = 1, calibration: Optional[Dict] = None):
+        self.batch_size, self.calibration = batch_size, calibration or {}
         from mmeff.deploy.deployed import DeployedModel
         self.cfg, self.img_size, self.work_dir, self.checkpoint, self.device = (config, img_size, work_dir,
                                                                                 checkpoint, device)
@@ -102,6 +104,8 @@ class InferencePaths:
         from mmdeploy.utils import load_config
         deploy_cfg = load_config(deploy_config_for(self.task, backend, precision))[0]
         deploy_cfg.onnx_config.input_shape = [self.img_size[1], self.img_size[0]]
+        if precision == 'int8' and self.calibration:
+            deploy_cfg.backend_config.calibration.update(self.calibration)
         return deploy_cfg
 
     def inputs(self) -> torch.Tensor:
@@ -144,7 +148,7 @@ class InferencePaths:
 
 def compare_paths(config: Config, paths: Sequence[Path], img_size: Tuple[int, int], work_dir: str,
                   warmup: int = 3, repeats: int = 20, checkpoint: Optional[str] = None, device: str = 'cpu',
-                  peaks: Optional[Dict] = None, batch_size: int = 1,
+                  peaks: Optional[Dict] = None, batch_size: int = 1, calibration: Optional[Dict] = None,
                   evaluate: Optional[Callable[[Path, 'InferencePaths'], Dict[str, float]]] = None) -> Dict:
     """Time every runnable path of ``paths`` interleaved (:func:`~mmeff.utils.timing.time_interleaved`),
     and evaluate each with ``evaluate(path, inference_paths)`` when given.
@@ -156,7 +160,7 @@ def compare_paths(config: Config, paths: Sequence[Path], img_size: Tuple[int, in
     and the metrics of ``evaluate``.
     """
     logger = MMLogger.get_current_instance()
-    subject = InferencePaths(config, img_size, work_dir, checkpoint, device, batch_size)
+    subject = InferencePaths(config, img_size, work_dir, checkpoint, device, batch_size, calibration)
     flops = subject.flops()
     rows, forwards = [], {}
     for path in paths:
@@ -193,6 +197,27 @@ def compare_paths(config: Config, paths: Sequence[Path], img_size: Tuple[int, in
             except Exception as error:  # the timing stands; the accuracy is reported missing with its reason
                 row['evaluation_error'] = describe_error(error)
     return dict(flops=flops, task=subject.task, batch_size=batch_size, paths=rows)
+
+
+HEADLINE_METRICS = ('coco/bbox_mAP', 'accuracy/top1')
+
+
+def evaluate_path(path: Path, subject: InferencePaths) -> Dict[str, object]:
+    """The test evaluator's metrics of ``path`` on the config's test set (:func:`mmeff.deploy.evaluate`),
+    with the exported file the timing used, and ``accuracy``: COCO mAP or top-1."""
+    import tempfile
+
+    from mmeff.deploy.evaluate import evaluate
+    backend, precision = path
+    with tempfile.TemporaryDirectory() as work_dir:
+        if backend == 'pytorch':
+            metrics = evaluate(subject.cfg, subject.checkpoint, precision=precision, work_dir=work_dir,
+                               device=subject.device)
+        else:
+            metrics = evaluate(subject.cfg, subject.checkpoint, backend, deploy_cfg=subject.deploy_cfg(path),
+                               deploy_file=subject.deploy_file(path), work_dir=work_dir, device=subject.device)
+    headline = next((metrics[k] for k in HEADLINE_METRICS if k in metrics), None)
+    return dict(metrics=metrics, accuracy=headline)
 
 
 PATH_COLUMNS = ('name', 'backend', 'precision', 'latency_ms', 'latency_iqr_ms', 'fps', 'vs_pytorch_fp32',
