@@ -90,3 +90,20 @@ def test_cli_reports_a_failed_model_and_exits_1(tmp_path):
     assert proc.returncode == 1
     assert 'num_queries (100) exceeds the 84 encoder tokens' in proc.stdout  # the row says why
     assert '1 of 1 benchmark runs failed' in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_evaluates_every_path(trained_rtdetr_demo, tmp_path):
+    """``--evaluate``: each path's COCO mAP on the demo val set beside its latency; ONNX Runtime's equals
+    PyTorch's (the accuracy gate of tests/test_deploy_eval.py, through the benchmark)."""
+    config, checkpoint = trained_rtdetr_demo
+    proc = subprocess.run([sys.executable, 'tools/benchmark.py', config, '--backend', 'pytorch', 'onnxruntime',
+                           '--img-size', '256', '--threads', '1', '--warmup', '1', '--repeats', '2', '--checkpoint',
+                           checkpoint, '--evaluate', '--out', str(tmp_path / 'p.json')], capture_output=True,
+                          text=True, cwd=REPO, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r['backend'], r['precision']): r for r in json.loads((tmp_path / 'p.json').read_text())[0]['paths']}
+    pytorch, onnxruntime = rows[BASELINE]['accuracy'], rows[('onnxruntime', 'fp32')]['accuracy']
+    print(f'demo mAP: PyTorch fp32 {pytorch}, ONNX Runtime {onnxruntime}')
+    assert pytorch > 0.15 and abs(onnxruntime - pytorch) <= 0.005
+    assert 'accuracy' in proc.stdout

@@ -124,6 +124,8 @@ class InferencePaths:
         backend, precision = path
         if backend == 'pytorch':
             from mmeff.deploy.compare import pytorch_outputs
+            if precision == 'int8':
+                raise ValueError('PyTorch eager has no int8 path here: OpenVINO runs int8 (--backend openvino)')
             check_precision(precision, self.device)
             model, deploy_cfg = self.reference.model, self.reference.deploy_cfg
             inputs = self.inputs().to(self.device)

@@ -12,7 +12,7 @@ COLUMNS = ('params_M', 'trainable_params_M', 'GMACs', 'GFLOPs', 'elementwise_Gop
            'pytorch_latency_ms', 'latency_vs_pytorch',
            'throughput_img_s', 'throughput_batch_size', 'train_step_ms', 'train_batch_size', 'epoch_min',
            'memory_infer_MiB', 'memory_train_MiB')
-PROTOCOL_COLUMNS = ('device', 'device_name', 'threads', 'torch', 'cuda', 'backend', 'dtype', 'img_size')
+PROTOCOL_COLUMNS = ('device', 'device_name', 'cpu_flags', 'threads', 'torch', 'cuda', 'backend', 'dtype', 'img_size')
 
 
 def flat_row(result: Dict) -> Dict[str, object]:

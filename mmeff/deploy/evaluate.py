@@ -32,11 +32,10 @@ from mmeff.registry import CLS_MODELS, DET_MODELS
 
 from .backends import backend_class
 from .deployed import export_for
-from .export import ConfigLike, build_deploy_model, load_configs
+from .export import ConfigLike, build_deploy_model, load_configs, model_data_preprocessor
 
-# The model wrapper (this module) and the data preprocessor mmdeploy defaults to, per codebase.
-DEPLOYED_MODELS = dict(mmdet=('DeployedDetector', 'mmdet.DetDataPreprocessor'),
-                       mmpretrain=('DeployedClassifier', 'mmpretrain.ClsDataPreprocessor'))
+# The model wrapper (this module) of each codebase.
+DEPLOYED_MODELS = dict(mmdet='DeployedDetector', mmpretrain='DeployedClassifier')
 
 
 def graph_input_shape(deploy_cfg: Config) -> Tuple[Optional[int], int, int]:
@@ -144,12 +143,9 @@ def deployed_model_cfg(model_cfg: Config, backend: str, deploy_cfg: Config, back
     task = deploy_cfg.codebase_config.type
     if task not in DEPLOYED_MODELS:
         raise ValueError(f'codebase_config.type={task!r}: mmeff evaluates mmdet and mmpretrain deployments only')
-    wrapper, preprocessor_type = DEPLOYED_MODELS[task]
-    preprocessor = dict(model_cfg.model.get('data_preprocessor') or model_cfg.get('data_preprocessor') or {})
-    preprocessor.setdefault('type', preprocessor_type)
-    return dict(type=wrapper, backend=backend, backend_file=osp.abspath(backend_file),
+    return dict(type=DEPLOYED_MODELS[task], backend=backend, backend_file=osp.abspath(backend_file),
                 deploy_cfg=deploy_cfg.to_dict(), model_cfg=dict(model=ConfigDict(model_cfg.model).to_dict()),
-                data_preprocessor=preprocessor, device=device)
+                data_preprocessor=model_data_preprocessor(model_cfg, task), device=device)
 
 
 def build_deployed_model(model_cfg: ConfigLike, backend: str, deploy_cfg: ConfigLike, backend_file: str,

@@ -22,6 +22,17 @@ from .compat import rewritten_methods_restored, torchscript_onnx_export
 
 ConfigLike = Union[str, mmengine.Config]
 MIN_OPSET_GRID_SAMPLE = 16
+# the data preprocessor each codebase's models default to
+DEFAULT_PREPROCESSORS = dict(mmdet='mmdet.DetDataPreprocessor', mmpretrain='mmpretrain.ClsDataPreprocessor')
+
+
+def model_data_preprocessor(model_cfg: mmengine.Config, codebase: str) -> dict:
+    """The config of the data preprocessor the runner gives the PyTorch model: ``model.data_preprocessor``,
+    else the config's top-level one (where mmpretrain configs put it), of the codebase's default type:
+    what an exported graph's inputs must go through (evaluation, INT8 calibration)."""
+    preprocessor = dict(model_cfg.model.get('data_preprocessor') or model_cfg.get('data_preprocessor') or {})
+    preprocessor.setdefault('type', DEFAULT_PREPROCESSORS[codebase])
+    return preprocessor
 
 
 def load_configs(deploy_cfg: ConfigLike, model_cfg: ConfigLike,

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Union
 import mmengine
 import numpy as np
 
+from .export import model_data_preprocessor
+
 DEFAULT_NUM_IMAGES = 300  # NNCF's default subset size
 DatasetLike = Union[None, str, dict]
 
@@ -66,6 +68,7 @@ def calibration_images(deploy_cfg: mmengine.Config, model_cfg: mmengine.Config, 
     import torch
     from mmdeploy.apis import build_task_processor
     from mmengine.dataset import pseudo_collate
+    from mmengine.registry import MODELS
     if num_images < 1:
         raise ValueError(f'calibration.num_images={num_images}: INT8 calibration needs at least one image '
                          f'(NNCF uses {DEFAULT_NUM_IMAGES} by default)')
@@ -86,7 +89,9 @@ def calibration_images(deploy_cfg: mmengine.Config, model_cfg: mmengine.Config, 
         raise ValueError(f'the calibration dataset {dataset_cfg.get("type")!r} has no images: point '
                          'backend_config.calibration.dataset at a dataset with images (the model\'s '
                          'test set by default)')
-    preprocessor = task.build_data_preprocessor()
+    # the runner's preprocessor, not mmdeploy's task processor's: that one misses mmpretrain's top-level
+    # data_preprocessor and would calibrate on unnormalized pixels
+    preprocessor = MODELS.build(model_data_preprocessor(model_cfg, deploy_cfg.codebase_config.type))
     batches = []
     with torch.no_grad():
         for index in range(min(num_images, len(images))):
@@ -96,7 +101,7 @@ def calibration_images(deploy_cfg: mmengine.Config, model_cfg: mmengine.Config, 
                                  f'the graph takes {(height, width)} (onnx_config.input_shape [W, H]): make the '
                                  'test pipeline resize or crop to the graph\'s input size')
             batch = batch.float().numpy()
-            if not np.isfinite(batch).all() or np.ptp(batch) == 0:
+            if not np.isfinite(batch).all() or np.ptp(batch, axis=(0, 2, 3)).max() == 0:  # every channel constant
                 raise ValueError(f'calibration image {index} ({images.get_data_info(index).get("img_path")}) is '
                                  'constant or not finite: calibration would fit every activation range to it; '
                                  'use real images in backend_config.calibration.dataset')
@@ -105,6 +110,13 @@ def calibration_images(deploy_cfg: mmengine.Config, model_cfg: mmengine.Config, 
         mmengine.print_log(f'INT8 calibration on {len(batches)} images: the dataset has fewer than '
                            f'calibration.num_images={num_images}', 'current')
     return batches
+
+
+def batched(images: List[np.ndarray], batch_size: int) -> List[np.ndarray]:
+    """(1, 3, H, W) images stacked into (batch_size, 3, H, W) batches for a graph exported at a static
+    batch size (a graph rejects other batch sizes); the last batch is filled up cyclically with the first images."""
+    padded = [images[i % len(images)] for i in range(-(-len(images) // batch_size) * batch_size)]
+    return [np.concatenate(padded[i:i + batch_size]) for i in range(0, len(padded), batch_size)]
 
 
 def ignored_scope(options: Optional[Dict[str, List[str]]]):
@@ -121,6 +133,9 @@ def quantize_openvino(model, deploy_cfg: mmengine.Config, model_cfg: mmengine.Co
     options = deploy_cfg.backend_config.get('calibration', {})
     images = calibration_images(deploy_cfg, model_cfg, options.get('dataset'),
                                 options.get('num_images', DEFAULT_NUM_IMAGES))
+    batch_size = model.inputs[0].get_partial_shape()[0]
+    if batch_size.is_static and batch_size.get_length() > 1:
+        images = batched(images, batch_size.get_length())
     model_type = options.get('model_type')
     return nncf.quantize(model, nncf.Dataset(images), subset_size=len(images),
                          model_type=nncf.ModelType(model_type) if model_type else None,

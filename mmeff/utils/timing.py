@@ -8,7 +8,7 @@ import os.path as osp
 import platform
 import time
 import traceback
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, List, Mapping
 
 import numpy as np
 import torch
@@ -83,8 +83,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide which fast paths exist (oneDNN's bf16 / int8 kernels, OpenVINO's).
+SPEED_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16',
+               'amx_int8')
+
+
+def cpu_flags() -> List[str]:
+    """Which of :data:`SPEED_FLAGS` this CPU has (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    present = set(line.split(':', 1)[1].split())
+                    return [flag for flag in SPEED_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def environment(device: str) -> Dict[str, object]:
-    """Where a measurement was made: device and its name, threads, library versions."""
+    """Where a measurement was made: device and its name, the CPU's speed-relevant flags, threads,
+    library versions."""
     import mmcv
     import mmdet
     import mmengine
@@ -94,6 +113,7 @@ def environment(device: str) -> Dict[str, object]:
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if on_cuda else cpu_name(),
         cpu_name=cpu_name(),
+        cpu_flags=cpu_flags(),
         threads=torch.get_num_threads(),
         torch=torch.__version__,
         cuda=torch.version.cuda if on_cuda else None,
