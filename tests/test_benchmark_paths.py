@@ -9,7 +9,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from mmeff.benchmark.paths import BASELINE, DEPLOY_CFGS, compare_paths, deploy_config_for, expand_paths, peak_of
+from mmeff.benchmark.deployed import DEPLOY_CFGS, deploy_config_for
+from mmeff.benchmark.paths import BASELINE, compare_paths, expand_paths, peak_of
 from mmeff.utils.precision import cpu_supports_bf16
 
 from conftest import REPO

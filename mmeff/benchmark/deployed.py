@@ -2,7 +2,7 @@
 :class:`mmeff.deploy.deployed.DeployedModel` at the benchmark's input size, with the task's
 default deploy config.
 
-:mod:`mmeff.deploy` is imported only here and only when an exported backend is asked for: the
+:mod:`mmeff.deploy` is imported only here (and by :mod:`.paths`) and only when an exported backend is asked for: the
 pytorch backend needs no deploy extra.
 """
 import os.path as osp
@@ -12,15 +12,30 @@ import mmengine
 
 from mmeff.paths import config_path
 
-# the deploy config a backend uses for a task when none is given (--deploy-cfg)
-DEFAULT_DEPLOY_CFGS = {
-    ('det', 'onnxruntime'): 'detection_onnxruntime_static-640x640.py',
-    ('cls', 'onnxruntime'): 'classification_onnxruntime_static-224x224.py',
-    ('det', 'openvino'): 'detection_openvino_static-640x640.py',
-    ('cls', 'openvino'): 'classification_openvino_static-224x224.py',
-    ('det', 'tensorrt'): 'detection_tensorrt-fp16_static-640x640.py',
-    ('cls', 'tensorrt'): 'classification_tensorrt-fp16_static-224x224.py',
+# the precisions each exported backend runs, by the deploy config that gives them
+DEPLOY_CFGS = {
+    ('onnxruntime', 'fp32'): '{task}_onnxruntime_static-{size}.py',
+    ('openvino', 'fp32'): '{task}_openvino_static-{size}.py',
+    ('openvino', 'bf16'): '{task}_openvino-bf16_static-{size}.py',
+    ('openvino', 'int8'): '{task}_openvino-int8_static-{size}.py',
+    ('tensorrt', 'fp16'): '{task}_tensorrt-fp16_static-{size}.py',
 }
+TASK_NAMES = dict(det='detection', cls='classification')
+DEFAULT_SIZES = dict(det='640x640', cls='224x224')
+
+
+def deploy_config_for(task: str, backend: str, precision: str) -> str:
+    """The deploy config of ``configs/deploy/`` that runs ``backend`` at ``precision`` for ``task``
+    ('det' or 'cls'); ``ValueError`` naming the precisions the backend has when there is none."""
+    if (backend, precision) not in DEPLOY_CFGS:
+        offered = sorted(p for b, p in DEPLOY_CFGS if b == backend)
+        raise ValueError(f'{backend} has no {precision} path here (it runs {offered})')
+    name = DEPLOY_CFGS[(backend, precision)].format(task=TASK_NAMES[task], size=DEFAULT_SIZES[task])
+    return config_path(osp.join('deploy', name))
+
+
+# the precision a backend runs at when one backend is benchmarked alone (--backend B)
+DEFAULT_PRECISIONS = dict(onnxruntime='fp32', openvino='fp32', tensorrt='fp16')
 
 
 def require_backend(backend: str) -> None:
@@ -36,7 +51,7 @@ def require_backend(backend: str) -> None:
 
 
 def default_deploy_cfg(task: str, backend: str) -> str:
-    return config_path(osp.join('deploy', DEFAULT_DEPLOY_CFGS[(task, backend)]))
+    return deploy_config_for(task, backend, DEFAULT_PRECISIONS[backend])
 
 
 def deployed_model(model_cfg: mmengine.Config, task: str, backend: str, img_size: Sequence[int], work_dir: str,

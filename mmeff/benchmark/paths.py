@@ -21,36 +21,16 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from mmeff.paths import config_path
 from mmeff.utils.precision import PrecisionUnsupported, autocast, check_precision
 from mmeff.utils.timing import describe_error, time_interleaved
 
+from .deployed import deploy_config_for
 from .flops import count_ops
 from .subject import scope_of
 
 Path = Tuple[str, str]  # (backend, precision)
 BASELINE: Path = ('pytorch', 'fp32')
-# the precisions each exported backend runs, by the deploy config that gives them
-DEPLOY_CFGS = {
-    ('onnxruntime', 'fp32'): '{task}_onnxruntime_static-{size}.py',
-    ('openvino', 'fp32'): '{task}_openvino_static-{size}.py',
-    ('openvino', 'bf16'): '{task}_openvino-bf16_static-{size}.py',
-    ('openvino', 'int8'): '{task}_openvino-int8_static-{size}.py',
-    ('tensorrt', 'fp16'): '{task}_tensorrt-fp16_static-{size}.py',
-}
-TASK_NAMES = dict(det='detection', cls='classification')
 TASKS = dict(mmdet='det', mmpretrain='cls')
-DEFAULT_SIZES = dict(det='640x640', cls='224x224')
-
-
-def deploy_config_for(task: str, backend: str, precision: str) -> str:
-    """The deploy config of ``configs/deploy/`` that runs ``backend`` at ``precision`` for ``task``
-    ('det' or 'cls'); ``ValueError`` naming the precisions the backend has when there is none."""
-    if (backend, precision) not in DEPLOY_CFGS:
-        offered = sorted(p for b, p in DEPLOY_CFGS if b == backend)
-        raise ValueError(f'{backend} has no {precision} path here (it runs {offered})')
-    name = DEPLOY_CFGS[(backend, precision)].format(task=TASK_NAMES[task], size=DEFAULT_SIZES[task])
-    return config_path(osp.join('deploy', name))
 
 
 def expand_paths(backends: Sequence[str], precisions: Sequence[str]) -> List[Path]:
@@ -207,17 +187,17 @@ HEADLINE_METRICS = ('coco/bbox_mAP', 'accuracy/top1')
 def evaluate_path(path: Path, subject: InferencePaths) -> Dict[str, object]:
     """The test evaluator's metrics of ``path`` on the config's test set (:func:`mmeff.deploy.evaluate`),
     with the exported file the timing used, and ``accuracy``: COCO mAP or top-1."""
-    import tempfile
-
     from mmeff.deploy.evaluate import evaluate
     backend, precision = path
-    with tempfile.TemporaryDirectory() as work_dir:
-        if backend == 'pytorch':
-            metrics = evaluate(subject.cfg, subject.checkpoint, precision=precision, work_dir=work_dir,
-                               device=subject.device)
-        else:
-            metrics = evaluate(subject.cfg, subject.checkpoint, backend, deploy_cfg=subject.deploy_cfg(path),
-                               deploy_file=subject.deploy_file(path), work_dir=work_dir, device=subject.device)
+    # inside the run's work dir, which outlives every evaluation: mmengine's visualizer is a process-wide
+    # instance that keeps writing to the first runner's directory
+    work_dir = osp.join(subject.work_dir, 'evaluate', f'{backend}-{precision}')
+    if backend == 'pytorch':
+        metrics = evaluate(subject.cfg, subject.checkpoint, precision=precision, work_dir=work_dir,
+                           device=subject.device)
+    else:
+        metrics = evaluate(subject.cfg, subject.checkpoint, backend, deploy_cfg=subject.deploy_cfg(path),
+                           deploy_file=subject.deploy_file(path), work_dir=work_dir, device=subject.device)
     headline = next((metrics[k] for k in HEADLINE_METRICS if k in metrics), None)
     return dict(metrics=metrics, accuracy=headline)
 
