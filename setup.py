@@ -7,6 +7,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmeff', 'mmeff.*']),
+    package_data={'mmeff.benchmark': ['wttf_paper.csv']},  # the efficient-ViT paper's results
     python_requires='>=3.9',
     # The tested versions of everything are pinned in requirements/constraints.txt.
     install_requires=[
@@ -19,5 +20,7 @@ setup(
         # NNCF (INT8) run the CPU path on OpenVINO's current API, not through mmdeploy's wrapper
         'deploy': ['mmdeploy==1.3.1', 'onnx==1.17.0', 'onnxruntime>=1.15,<=1.26', 'protobuf<=3.20.2',
                    'openvino>=2026.0', 'nncf>=3.0'],
+        # the efficient-ViT paper's FLOP count (tools/benchmark.py --flops-convention wttf)
+        'analysis': ['fvcore>=0.1.5'],
     },
 )

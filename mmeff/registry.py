@@ -14,11 +14,13 @@ from mmdet.registry import TRANSFORMS as DET_TRANSFORMS
 from mmengine.registry import LOOPS, RUNNERS
 from mmpretrain.registry import DATASETS as CLS_DATASETS
 from mmpretrain.registry import MODELS as CLS_MODELS
+from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS as CLS_OPTIM_WRAPPER_CONSTRUCTORS
 from mmpretrain.registry import OPTIM_WRAPPERS as CLS_OPTIM_WRAPPERS
 
 __all__ = [
     'DET_DATASETS', 'DET_HOOKS', 'DET_MODELS', 'DET_OPTIM_WRAPPER_CONSTRUCTORS', 'DET_OPTIM_WRAPPERS',
-    'DET_TASK_UTILS', 'DET_TRANSFORMS', 'CLS_DATASETS', 'CLS_MODELS', 'CLS_OPTIM_WRAPPERS', 'LOOPS', 'RUNNERS',
+    'DET_TASK_UTILS', 'DET_TRANSFORMS', 'CLS_DATASETS', 'CLS_MODELS', 'CLS_OPTIM_WRAPPER_CONSTRUCTORS',
+    'CLS_OPTIM_WRAPPERS', 'LOOPS', 'RUNNERS',
     'register_backbone'
 ]
 

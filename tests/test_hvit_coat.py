@@ -54,3 +54,25 @@ def test_invalid_input_size_is_explained():
 def test_unknown_arch_lists_valid_ones():
     with pytest.raises(KeyError, match='tiny, mini, small, lite_tiny'):
         CoaT('medium')
+
+
+def test_the_in1k_recipe_builds_its_optimizer_despite_the_shared_position_encodings(mmpretrain_scope):
+    """CoaT registers each scale's position encoding under the backbone and every serial block;
+    mmengine's default constructor with the recipe's paramwise_cfg then puts those parameters in
+    several groups, which torch refuses. SharedModuleConstructor keeps each in one group."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS
+
+    from conftest import REPO
+    cfg = Config.fromfile(osp.join(REPO, 'configs/hvit/coat/coat_tiny_in1k-224.py'))
+    model = MODELS.build(cfg.model)
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    grouped = [id(p) for group in optimizer.param_groups for p in group['params']]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    no_decay = {id(p) for group in optimizer.param_groups if group['weight_decay'] == 0 for p in group['params']}
+    assert id(model.backbone.cpes[0].proj.bias) in no_decay  # the recipe's bias_decay_mult=0 still applies
+    with pytest.raises(ValueError, match='more than one parameter group'):
+        build_optim_wrapper(model, {k: v for k, v in cfg.optim_wrapper.items() if k != 'constructor'})

@@ -14,7 +14,8 @@ from mmeff.models.layers import vit_blocks
 REGISTRIES = {
     'mmdet': [registry.DET_MODELS, registry.DET_DATASETS, registry.DET_TASK_UTILS, registry.DET_TRANSFORMS,
               registry.DET_HOOKS, registry.DET_OPTIM_WRAPPER_CONSTRUCTORS, registry.DET_OPTIM_WRAPPERS],
-    'mmpretrain': [registry.CLS_MODELS, registry.CLS_DATASETS, registry.CLS_OPTIM_WRAPPERS],
+    'mmpretrain': [registry.CLS_MODELS, registry.CLS_DATASETS, registry.CLS_OPTIM_WRAPPER_CONSTRUCTORS,
+                   registry.CLS_OPTIM_WRAPPERS],
     'mmengine': [registry.RUNNERS, registry.LOOPS, mmengine_registry.HOOKS, mmengine_registry.DATA_SAMPLERS,
                  mmengine_registry.MODELS],
     'mmeff': [vit_blocks.TOKEN_MIXERS, vit_blocks.MLP_BLOCKS, vit_blocks.TOKEN_REDUCERS],
@@ -44,7 +45,8 @@ EXPECTED = {
     'CLS_MODELS': BACKBONES | {'AuxLossImageClassifier', 'EfficientViTClsHead'},
     'DET_DATASETS': {'DemoCocoDataset'},
     'CLS_DATASETS': {'DemoClassificationDataset'},
-    'DET_OPTIM_WRAPPER_CONSTRUCTORS': {'NoDecayNormBiasConstructor'},
+    'DET_OPTIM_WRAPPER_CONSTRUCTORS': {'NoDecayNormBiasConstructor', 'SharedModuleConstructor'},
+    'CLS_OPTIM_WRAPPER_CONSTRUCTORS': {'SharedModuleConstructor'},
     'DET_OPTIM_WRAPPERS': {'CPUAmpOptimWrapper'},  # --amp on a CPU, in both scopes
     'CLS_OPTIM_WRAPPERS': {'CPUAmpOptimWrapper'},
     'RUNNERS': {'MMEffRunner'},
@@ -63,7 +65,8 @@ EXPECTED = {
         'AdaptiveFourierMixing',
     },
     'MLP_BLOCKS': {'Mlp', 'SwitchMlp'},
-    'TOKEN_REDUCERS': {'EViTReorganize', 'ToMeMerge', 'TokenLearner', 'DynamicViTPredictor', 'AViTHalting'},
+    'TOKEN_REDUCERS': {'EViTReorganize', 'ToMeMerge', 'TokenLearner', 'TokenLearnerV11', 'DynamicViTPredictor',
+                       'AViTHalting'},
 }
 
 # The deployed models of ``tools/test.py --backend``: registered by ``import mmeff.deploy`` (the deploy

@@ -85,14 +85,17 @@ def test_tome_merges_r_tokens_per_block_and_conserves_size():
 
 
 def test_token_learner_summarizes_patches_into_learned_tokens():
-    learner = TokenLearner(16, num_tokens=8)
+    learner = TokenLearner(16, learned_tokens=8)
     x = torch.randn(2, 17, 16)
     out, state = learner(x, TokenState((4, 4)))
     weights = learner.maps(x[:, 1:]).sigmoid()  # B, 16, 8
     expected = torch.einsum('bns,bnc->bsc', weights, x[:, 1:]) / 16
     assert state.hw is None and out.shape == (2, 9, 16)
     assert torch.allclose(out[:, 1:], expected, atol=1e-6) and torch.equal(out[:, 0], x[:, 0])
-    _, model = plain_and_reduced([dict(type='TokenLearner', num_tokens=8, layer=2)])
+    _, model = plain_and_reduced([dict(type='TokenLearner', learned_tokens=8, layer=2)])
+    assert token_counts(model, images()) == [17, 17, 9, 9]
+    # the default: 8 learned tokens, not the skeleton's sequence length (its num_tokens)
+    _, model = plain_and_reduced([dict(type='TokenLearner', layer=2)])
     assert token_counts(model, images()) == [17, 17, 9, 9]
 
 

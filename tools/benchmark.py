@@ -3,11 +3,17 @@
     python tools/benchmark.py CONFIG [CONFIG ...]    # paths, globs ('configs/vit/*.py') or list files (.txt)
         [--metrics params flops latency throughput train memory] [--img-size 224 [W]]
         [--device cpu|cuda] [--threads N] [--backend pytorch|onnxruntime|openvino|tensorrt] [--deploy-cfg CFG]
-        [--batch-sizes 1 8 32 64]
+        [--batch-sizes 1 8 32 64 | auto] [--flops-convention mmeff|wttf] [--eval-amp]
         [--train-batch-size 8] [--dataset-size 1281167] [--warmup 5] [--repeats 20]
         [--sweep model.test_cfg.eval_idx=0,1,2] [--cfg-options k=v ...]
         [--out results.json results.csv] [--accuracy acc.csv] [--plot-dir DIR]
         [--end2end] [--score-thrs 0.001 0.05] [--iou-thrs 0.5 0.7] [--num-images 50] [--keep-going]
+
+Figure 1 of the efficient-ViT paper on this machine (the paper's top-1, this machine's efficiency):
+
+    python tools/benchmark.py $(cut -d, -f4 mmeff/benchmark/wttf_paper.csv | tail -n +2 | sort -u) \
+        --accuracy paper --metrics params flops throughput memory --flops-convention wttf \
+        --batch-sizes auto --plot-dir work_dirs/figure1 --out work_dirs/figure1/results.csv
 
 Inference paths side by side (several backends and/or a precision other than fp32):
 
@@ -41,6 +47,7 @@ from mmeff.benchmark import (
     benchmark_config,
     check_backend,
     flat_row,
+    format_analysis,
     format_table,
     load_accuracy,
     save_results,
@@ -48,13 +55,23 @@ from mmeff.benchmark import (
 from mmeff.benchmark.end2end import detection_end2end, format_end2end, plot_end2end
 from mmeff.benchmark.paths import compare_paths, evaluate_path, expand_paths, format_paths, path_rows, plot_paths
 from mmeff.benchmark.report import PROTOCOL_COLUMNS, write_csv
-from mmeff.benchmark.runner import BACKENDS
+from mmeff.benchmark.runner import BACKENDS, FLOP_CONVENTIONS
 from mmeff.benchmark.subject import load_config
 from mmeff.benchmark.sweep import expand_sweep
+from mmeff.benchmark.wttf import paper_accuracy, paper_row
 from mmeff.utils.precision import PRECISIONS
 from mmeff.utils.timing import describe_error, environment
 
 DEFAULT_BATCH_SIZES = [1, 8, 32, 64]
+
+
+def batch_size_arg(value: str):
+    if value == 'auto':
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'a batch size is an integer or "auto", got {value!r}')
 
 
 def parse_args():
@@ -80,8 +97,15 @@ def parse_args():
     parser.add_argument('--calib-images', type=int, help='INT8 paths: number of calibration images')
     parser.add_argument('--deploy-cfg', help='mmdeploy config of a single exported backend (default: the task\'s '
                         'config in configs/deploy/, input size set to --img-size)')
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=DEFAULT_BATCH_SIZES,
-                        help='searched for the best throughput; side-by-side paths: the one batch size (default 1)')
+    parser.add_argument('--batch-sizes', type=batch_size_arg, nargs='+', default=DEFAULT_BATCH_SIZES,
+                        help='searched for the best throughput ("auto": doubling from 1 while it rises, as the '
+                        'efficient-ViT paper searches); side-by-side paths: the one batch size (default 1)')
+    parser.add_argument('--flops-convention', choices=FLOP_CONVENTIONS, default='mmeff',
+                        help='mmeff: MACs (1 per multiply-add) and FLOPs = 2 x MACs; wttf: also GFLOPs_wttf, counted '
+                        'as the efficient-ViT paper (fvcore + the authors\' per-op weights; pip install fvcore)')
+    parser.add_argument('--eval-amp', action='store_true',
+                        help='latency and throughput under autocast (bf16 on a CPU, fp16 on CUDA), as the '
+                        'efficient-ViT paper\'s eval_amp')
     parser.add_argument('--train-batch-size', type=int, default=8)
     parser.add_argument('--dataset-size', type=int, default=None,
                         help='images per epoch, for the extrapolated epoch time (ImageNet-1k: 1281167)')
@@ -91,7 +115,8 @@ def parse_args():
                         help='KEY=V1,V2,...: one run per value of a config key (e.g. model.test_cfg.eval_idx=0,1,2)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     parser.add_argument('--out', nargs='+', default=[], help='.json (full results) and/or .csv (one row each)')
-    parser.add_argument('--accuracy', help='table of config,accuracy (CSV or JSON) for the Pareto fronts')
+    parser.add_argument('--accuracy', help='table of config,accuracy (CSV or JSON) for the Pareto fronts; "paper": '
+                        'the efficient-ViT paper\'s top-1 at --img-size (224 or 384), and its A100 throughput beside')
     parser.add_argument('--plot-dir', help='Pareto plots, pareto.csv and correlations.json go here (with '
                         '--end2end also NMS time vs. thresholds and latency vs. a swept setting)')
     parser.add_argument('--end2end', action='store_true',
@@ -192,15 +217,21 @@ def main():
             handler.setStream(sys.stderr)
     runs = [(config, name, dict(args.cfg_options or {}, **options))
             for config in expand_configs(args.configs) for name, options in expand_sweep(config, args.sweep)]
+    if 'auto' in args.batch_sizes and args.batch_sizes != ['auto']:
+        raise SystemExit('--batch-sizes: either "auto" or a list of sizes')
     if len(args.backend) > 1 or args.precision != ['fp32']:
+        if args.batch_sizes == ['auto']:
+            raise SystemExit('side-by-side paths are timed at one batch size: pass one --batch-sizes value')
         return benchmark_paths(args, runs, logger)
     args.backend = args.backend[0]
+    batch_sizes = 'auto' if args.batch_sizes == ['auto'] else args.batch_sizes
+    eval_precision = ('fp16' if args.device.startswith('cuda') else 'bf16') if args.eval_amp else 'fp32'
     results = []
     for i, (config, name, options) in enumerate(runs, 1):
         logger.info(f'[{i}/{len(runs)}] {name}')
-        result = benchmark_config(config, args.metrics, args.img_size, args.device, args.backend, args.batch_sizes,
+        result = benchmark_config(config, args.metrics, args.img_size, args.device, args.backend, batch_sizes,
                                   args.train_batch_size, args.dataset_size, args.warmup, args.repeats, options,
-                                  args.deploy_cfg)
+                                  args.deploy_cfg, args.flops_convention, eval_precision)
         result['name'] = name
         if args.end2end:
             result['end2end'] = detection_end2end(config, options, args.device, args.num_images, args.warmup,
@@ -209,10 +240,17 @@ def main():
         results.append(result)
 
     if args.accuracy:
-        accuracy = load_accuracy(args.accuracy)
+        accuracy = paper_accuracy(args.img_size[0]) if args.accuracy == 'paper' else load_accuracy(args.accuracy)
         for result in results:
             if osp.splitext(osp.basename(result['name']))[0] in accuracy:
                 result['accuracy'] = accuracy[osp.splitext(osp.basename(result['name']))[0]]
+            row = paper_row(result['config']) if args.accuracy == 'paper' and args.img_size[0] == 224 else None
+            if row:  # the paper's own speed beside this machine's
+                result['paper'] = dict(model=row['model_name'], A100_img_s=row['throughput_img_s'],
+                                       A100_batch_size=row['throughput_batch_size'])
+        missing = [result['name'] for result in results if 'accuracy' not in result]
+        if missing:
+            logger.warning(f'no accuracy for {", ".join(missing)}: left out of the Pareto fronts')
     print(format_table(results))
     if args.end2end:
         print(format_end2end(results))
@@ -221,6 +259,7 @@ def main():
     if args.plot_dir:
         rows = [flat_row(result) for result in results]
         analysis = analyse(rows, args.plot_dir)
+        print(format_analysis(analysis))
         if args.end2end:
             plot_end2end(results, args.plot_dir)
         if not analysis['pareto']:

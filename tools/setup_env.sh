@@ -79,7 +79,7 @@ fi
 
 log "installing mmcv (cached wheel), mmengine, mmdet, mmpretrain and mmeff"
 pip_q install -c "$CONSTRAINTS" "${wheels[0]}"
-pip_q install -c "$CONSTRAINTS" -e "$ROOT[tests,deploy]"
+pip_q install -c "$CONSTRAINTS" -e "$ROOT[tests,deploy,analysis]"
 
 "$PY" - <<'EOF'
 import mmcv, mmdet, mmengine, mmpretrain, torch

@@ -131,3 +131,112 @@ def count_ops(forward: Callable[[], object], model: Optional[torch.nn.Module] = 
     by_op = {str(op): flops // 2 for op, flops in flop_counter.get_flop_counts().get('Global', {}).items()}
     macs = sum(by_op.values())
     return dict(macs=macs, flops=2 * macs, elementwise_ops=elementwise.total, macs_by_op=by_op)
+
+
+# --- The efficient-ViT paper's FLOP count (``--flops-convention wttf``) -----------------------------
+# Nauen et al. count GFLOPs with fvcore's FlopCountAnalysis (a jit trace: one multiply-add = 1, plus
+# fvcore's own norm, pooling and resampling handles) and weight further ops per element
+# (tobna/WhatTransformerToFavor, metrics.py); ops without a handle count 0.
+WTTF_PER_OUTPUT_ELEMENT = {
+    'aten::add': 1, 'aten::add_': 1, 'aten::sub': 1, 'aten::rsub': 1, 'aten::mul': 1, 'aten::mul_': 1,
+    'aten::div': 1, 'aten::div_': 1, 'aten::reciprocal': 1, 'aten::scatter_add': 1, 'aten::sin': 1, 'aten::cos': 1,
+    'aten::pow': 3, 'aten::softmax': 5, 'aten::log_softmax': 5, 'aten::gelu': 8, 'aten::log': 20, 'aten::exp': 20,
+    'aten::sigmoid': 22,
+}
+WTTF_PER_INPUT_ELEMENT = {'aten::mean': 1, 'aten::avg_pool2d': 1, 'aten::adaptive_avg_pool1d': 1}
+WTTF_FREE = ('aten::bernoulli_', 'aten::expand_as', 'aten::clamp_min', 'aten::view_as_complex', 'aten::real',
+             'aten::eye', 'aten::repeat_interleave', 'aten::scatter_reduce', 'aten::fill_', 'aten::ones_like',
+             'aten::topk')
+
+
+def _jit_shape(value) -> Optional[list]:
+    return value.type().sizes() if value.isCompleteTensor() else None
+
+
+def _per_element(weight: float, of_output: bool):
+    def handle(inputs, outputs):
+        return weight * math.prod(_jit_shape(outputs[0] if of_output else inputs[0]))
+    return handle
+
+
+def _reduction(per_reduced_element: int):
+    """``sum`` (1) and ``norm`` (2: a square and an add) over the reduced elements, one fewer add per output."""
+    def handle(inputs, outputs):
+        numel_in, numel_out = math.prod(_jit_shape(inputs[0])), math.prod(_jit_shape(outputs[0]))
+        return per_reduced_element * numel_in - numel_out
+    return handle
+
+
+def _cumsum(inputs, outputs):
+    shape = _jit_shape(inputs[0])  # the authors assume the longest dimension is the summed one
+    return math.prod(shape) * (max(shape) - 1) // 2
+
+
+def _fft2(per_point: float, size_of_output: bool):
+    """``per_point * numel * log2(N)``, N the points of the 2-D transform: the two dimensions from the
+    first one whose size the transform changes (rfft2, irfft2), else the last two."""
+    def handle(inputs, outputs):
+        shape_in, shape_out = _jit_shape(inputs[0]), _jit_shape(outputs[0])
+        first = next((i for i, (a, b) in enumerate(zip(shape_in, shape_out)) if a != b), len(shape_in) - 1)
+        shape = shape_out if size_of_output else shape_in
+        return int(math.prod(shape) * per_point * math.log2(shape[first] * shape[first - 1]))
+    return handle
+
+
+def _matmul(inputs, outputs):
+    """Output elements x the contracted length. fvcore's handle takes the first operand's batch
+    dimensions only, which misses the broadcast in ``E @ K`` (Linformer's ``[k, N] @ [B, h, N, d]``);
+    the authors' models contract that with einsum, which fvcore counts in full."""
+    return math.prod(_jit_shape(outputs[0])) * _jit_shape(inputs[0])[-1]
+
+
+def _sdpa(inputs, outputs):
+    """Fused attention counted as the explicit ``softmax(q k^T * scale) v`` the authors' models run:
+    the two products, one multiply per score for the scale and the softmax's 5."""
+    q, k, v = (_jit_shape(x) for x in inputs[:3])
+    scores = math.prod(q[:-1]) * k[-2]
+    return scores * (q[-1] + v[-1]) + scores * (1 + 5)
+
+
+def wttf_op_handles() -> Dict[str, Optional[Callable]]:
+    """fvcore op handles for the paper's convention (fvcore's defaults stay for the ops not listed)."""
+    handles = {op: _per_element(w, of_output=True) for op, w in WTTF_PER_OUTPUT_ELEMENT.items()}
+    handles.update({op: _per_element(w, of_output=False) for op, w in WTTF_PER_INPUT_ELEMENT.items()})
+    handles.update({op: None for op in WTTF_FREE})
+    handles.update({
+        'aten::sum': _reduction(1), 'aten::norm': _reduction(2), 'aten::linalg_vector_norm': _reduction(2),
+        'aten::cumsum': _cumsum, 'aten::fft_rfft2': _fft2(2.5, size_of_output=False),
+        'aten::fft_irfft2': _fft2(2.5, size_of_output=True), 'aten::fft_fft2': _fft2(5, size_of_output=True),
+        'aten::matmul': _matmul, 'aten::scaled_dot_product_attention': _sdpa})
+    return handles
+
+
+class _TensorForward(torch.nn.Module):
+    """``model(x, mode='tensor')`` as a one-input module, what a jit trace needs."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, mode='tensor')
+
+
+def count_wttf_flops(model: torch.nn.Module, inputs: torch.Tensor) -> Dict[str, object]:
+    """FLOPs of ``model(inputs, mode='tensor')`` as the efficient-ViT paper counts them (fvcore with
+    the authors' per-op weights, :func:`wttf_op_handles`); needs ``pip install fvcore``.
+
+    Returns ``wttf_flops`` and ``wttf_uncounted_ops`` (op -> calls that fvcore has no handle for,
+    counted 0 as in the paper).
+    """
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError as error:
+        raise ImportError('--flops-convention wttf counts with fvcore: pip install "mmeff[analysis]" '
+                          '(or pip install fvcore)') from error
+    analysis = FlopCountAnalysis(_TensorForward(model).eval(), (inputs, ))
+    analysis.set_op_handle(**wttf_op_handles())
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
+    with torch.no_grad():
+        total = analysis.total()
+    return dict(wttf_flops=int(total), wttf_uncounted_ops=dict(analysis.unsupported_ops()))

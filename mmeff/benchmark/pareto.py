@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -14,9 +15,11 @@ from scipy import stats
 
 # Efficiency columns of report.flat_row, and whether more is better.
 HIGHER_IS_BETTER = {
-    'params_M': False, 'trainable_params_M': False, 'GMACs': False, 'GFLOPs': False, 'elementwise_Gops': False,
+    'params_M': False, 'trainable_params_M': False, 'GMACs': False, 'GFLOPs': False, 'GFLOPs_wttf': False,
+    'elementwise_Gops': False,
     'latency_ms': False, 'throughput_img_s': True, 'train_step_ms': False, 'epoch_min': False,
-    'memory_infer_MiB': False, 'memory_train_MiB': False
+    'memory_infer_MiB': False, 'memory_train_MiB': False,
+    'paper_A100_img_s': True,  # the efficient-ViT paper's own throughput (--accuracy paper)
 }
 # What tools/test.py writes (mmengine's metrics json), in order of preference.
 TEST_METRIC_KEYS = ('coco/bbox_mAP', 'accuracy/top1')
@@ -116,6 +119,29 @@ def analyse(rows: Sequence[Dict], out_dir: Optional[str] = None, accuracy: str =
     return result
 
 
+def format_analysis(analysis: Dict, accuracy: str = 'accuracy') -> str:
+    """The Pareto-optimal models of each metric and the Spearman correlations of every metric with
+    the others, as text."""
+    lines = [f'Pareto-optimal ({accuracy} against):']
+    for metric, front in analysis['pareto'].items():
+        optimal = [name for name, is_optimal in front.items() if is_optimal]
+        lines.append(f'  {metric}: {", ".join(optimal)} ({len(optimal)} of {len(front)})')
+    spearman = analysis['correlations']['spearman']
+    columns = list(spearman)
+    width = max(len(c) for c in columns) if columns else 0
+    lines.append('Spearman correlations:')
+    lines.append(' ' * (width + 2) + ' '.join(f'{c[:8]:>8}' for c in columns))
+    for a in columns:
+        lines.append(f'  {a:<{width}}' + ' '.join(f'{spearman[a][b]:8.2f}' for b in columns))
+    return '\n'.join(lines)
+
+
+def short_name(name: str) -> str:
+    """A plot label: the config name without its data and size suffix ('vit_small_p16_in1k-224' ->
+    'vit_small_p16')."""
+    return re.sub(r'_(in1k|coco)([-_]\d+)?$', '', name)
+
+
 def _label(metric: str) -> str:
     if metric not in HIGHER_IS_BETTER:
         return metric
@@ -129,7 +155,7 @@ def plot_scatter(rows: Sequence[Dict], x: str, y: str, path: str, highlight: Opt
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
     highlight = highlight or [False] * len(rows)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     xs, ys = [row[x] for row in rows], [row[y] for row in rows]
     ax.scatter(xs, ys, c=['tab:red' if h else 'tab:blue' for h in highlight], zorder=2)
     front = sorted((px, py) for px, py, h in zip(xs, ys, highlight) if h)
@@ -138,7 +164,7 @@ def plot_scatter(rows: Sequence[Dict], x: str, y: str, path: str, highlight: Opt
                 label='Pareto front')
         ax.legend()
     for row, px, py in zip(rows, xs, ys):
-        ax.annotate(row['name'], (px, py), textcoords='offset points', xytext=(3, 3), fontsize=7)
+        ax.annotate(short_name(row['name']), (px, py), textcoords='offset points', xytext=(3, 3), fontsize=6)
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
     ax.grid(alpha=0.3)

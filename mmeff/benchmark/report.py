@@ -8,10 +8,10 @@ from typing import Dict, List, Sequence
 from terminaltables import AsciiTable
 
 # The columns of a model's flat row (units in their names), in table order.
-COLUMNS = ('params_M', 'trainable_params_M', 'GMACs', 'GFLOPs', 'elementwise_Gops', 'latency_ms', 'latency_iqr_ms',
-           'pytorch_latency_ms', 'latency_vs_pytorch',
+COLUMNS = ('params_M', 'trainable_params_M', 'GMACs', 'GFLOPs', 'GFLOPs_wttf', 'elementwise_Gops', 'latency_ms',
+           'latency_iqr_ms', 'pytorch_latency_ms', 'latency_vs_pytorch',
            'throughput_img_s', 'throughput_batch_size', 'train_step_ms', 'train_batch_size', 'epoch_min',
-           'memory_infer_MiB', 'memory_train_MiB')
+           'memory_infer_MiB', 'memory_train_MiB', 'paper_A100_img_s')
 PROTOCOL_COLUMNS = ('device', 'device_name', 'cpu_flags', 'threads', 'torch', 'cuda', 'backend', 'dtype', 'img_size')
 
 
@@ -24,6 +24,8 @@ def flat_row(result: Dict) -> Dict[str, object]:
     if 'flops' in result:
         row.update(GMACs=result['flops']['macs'] / 1e9, GFLOPs=result['flops']['flops'] / 1e9,
                    elementwise_Gops=result['flops']['elementwise_ops'] / 1e9)
+        if 'wttf_flops' in result['flops']:
+            row['GFLOPs_wttf'] = result['flops']['wttf_flops'] / 1e9
     if 'latency' in result:
         row.update(latency_ms=result['latency']['median'] * 1e3, latency_iqr_ms=result['latency']['iqr'] * 1e3)
         if 'pytorch' in result['latency']:  # an exported backend, timed beside PyTorch eager
@@ -38,6 +40,8 @@ def flat_row(result: Dict) -> Dict[str, object]:
             row['epoch_min'] = result['train']['epoch_s'] / 60
     for mode, memory in result.get('memory', {}).items():
         row[f'memory_{mode}_MiB'] = memory['peak_mib']
+    if 'paper' in result:
+        row['paper_A100_img_s'] = result['paper']['A100_img_s']
     if 'accuracy' in result:
         row['accuracy'] = result['accuracy']
     if result.get('errors'):

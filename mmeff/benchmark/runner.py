@@ -16,13 +16,17 @@ from mmengine.logging import MMLogger
 from mmeff.utils.timing import describe_error, environment, is_out_of_memory, time_fn
 
 from .deployed import default_deploy_cfg, deployed_model, require_backend
-from .flops import count_ops
+from .flops import count_ops, count_wttf_flops
 from .memory import measure_in_subprocess
 from .subject import Subject, config_name
 
 METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory')
 BACKENDS = ('pytorch', 'onnxruntime', 'openvino', 'tensorrt')
 INFERENCE_ONLY = ('train', 'memory')  # what the exported backends cannot measure
+FLOP_CONVENTIONS = ('mmeff', 'wttf')
+# --batch-sizes auto: powers of two until the throughput stops rising by this fraction (or memory runs out)
+AUTO_BATCH_GAIN = 0.03
+AUTO_BATCH_LIMIT = 4096
 
 
 def check_backend(backend: str) -> None:
@@ -38,16 +42,43 @@ def count_params(model: torch.nn.Module) -> Dict[str, int]:
                 trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def measure_latency(subject: Subject, warmup: int, repeats: int) -> Dict[str, object]:
-    return dict(time_fn(subject.infer_fn(1), warmup, repeats, subject.device), batch_size=1)
+def measure_flops(subject: Subject, convention: str) -> Dict[str, object]:
+    """MACs and FLOPs of one image (:func:`count_ops`); with ``convention='wttf'`` also the
+    efficient-ViT paper's FLOP count (:func:`count_wttf_flops`)."""
+    result = dict(count_ops(subject.infer_fn(1), subject.model), batch_size=1, convention=convention)
+    if convention == 'wttf':
+        result.update(count_wttf_flops(subject.model, subject.inputs(1)))
+    return result
 
 
-def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_sizes: Sequence[int], warmup: int,
-                       repeats: int) -> Dict[str, object]:
+def measure_latency(subject: Subject, warmup: int, repeats: int, precision: str = 'fp32') -> Dict[str, object]:
+    return dict(time_fn(subject.infer_fn(1, precision), warmup, repeats, subject.device), batch_size=1)
+
+
+def auto_batch_sizes():
+    """1, 2, 4, ... (the generator is told each throughput and stops when it no longer rises)."""
+    batch_size, best = 1, 0.0
+    while batch_size <= AUTO_BATCH_LIMIT:
+        images_per_s = yield batch_size
+        if images_per_s < best * (1 + AUTO_BATCH_GAIN) and batch_size > 1:
+            return
+        best, batch_size = max(best, images_per_s), batch_size * 2
+
+
+def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_sizes: Union[str, Sequence[int]],
+                       warmup: int, repeats: int) -> Dict[str, object]:
     """Images/s at each batch size (``time_batch(batch_size)`` times one batch), and the best one;
-    stops at the first out-of-memory."""
+    stops at the first out-of-memory. ``batch_sizes='auto'`` searches as the efficient-ViT paper does
+    for the best batch: doubling from 1 until the throughput rises by less than
+    :data:`AUTO_BATCH_GAIN` (on a CPU it saturates long before memory runs out) or memory runs out."""
     per_batch_size = {}
-    for batch_size in sorted(batch_sizes):
+    search = auto_batch_sizes() if batch_sizes == 'auto' else (bs for bs in sorted(batch_sizes))
+    images_per_s = None  # what the search is told after each batch size (a fixed list ignores it)
+    while True:
+        try:
+            batch_size = search.send(images_per_s)
+        except StopIteration:
+            break
         try:
             timing = time_batch(batch_size)
         except Exception as error:
@@ -55,10 +86,10 @@ def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_size
                 raise
             per_batch_size[batch_size] = 'out of memory'
             break
-        per_batch_size[batch_size] = batch_size / timing['median']
+        per_batch_size[batch_size] = images_per_s = batch_size / timing['median']
     measured = {bs: ips for bs, ips in per_batch_size.items() if not isinstance(ips, str)}
     if not measured:
-        raise MemoryError(f'out of memory at the smallest batch size {min(batch_sizes)}')
+        raise MemoryError(f'out of memory at the smallest batch size {min(per_batch_size)}')
     best = max(measured, key=measured.get)
     return dict(images_per_s=measured[best], batch_size=best, per_batch_size=per_batch_size, warmup=warmup,
                 repeats=repeats)
@@ -97,13 +128,17 @@ def benchmark_config(config: Union[str, Config],
                      warmup: int = 5,
                      repeats: int = 20,
                      cfg_options: Optional[dict] = None,
-                     deploy_cfg: Optional[str] = None) -> Dict[str, object]:
+                     deploy_cfg: Optional[str] = None,
+                     flops_convention: str = 'mmeff',
+                     eval_precision: str = 'fp32') -> Dict[str, object]:
     """Measure ``metrics`` (a subset of :data:`METRICS`) of the model of ``config``.
 
     With ``backend`` 'onnxruntime' or 'tensorrt', latency and throughput are of the exported model
     (``deploy_cfg``, default: the task's config in configs/deploy/), each with the PyTorch eager
     time of the same model beside it (:class:`~mmeff.deploy.deployed.DeployedModel`); params
     and FLOPs are the PyTorch model's; training and memory (:data:`INFERENCE_ONLY`) are skipped.
+    ``flops_convention='wttf'`` adds the efficient-ViT paper's FLOP count; ``eval_precision='bf16'``
+    times PyTorch inference under autocast (the paper's ``eval_amp``).
 
     Returns a dict with ``name``, ``config``, ``protocol`` (environment, input size, backend, dtype),
     one entry per metric and ``errors`` (metric -> reason).
@@ -111,12 +146,16 @@ def benchmark_config(config: Union[str, Config],
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f'unknown metrics {sorted(unknown)}; choose from {METRICS}')
+    if flops_convention not in FLOP_CONVENTIONS:
+        raise ValueError(f'unknown FLOP convention {flops_convention!r}; choose from {FLOP_CONVENTIONS}')
     check_backend(backend)
     logger = MMLogger.get_current_instance()
     img_size = tuple(img_size) * 2 if len(img_size) == 1 else tuple(img_size)
     result = dict(name=config_name(config), config=config if isinstance(config, str) else config.filename,
                   # float32 is what the pytorch backend measures (FP16 comes with TensorRT)
-                  protocol=dict(environment(device), backend=backend, dtype='float32', img_size=list(img_size)),
+                  protocol=dict(environment(device), backend=backend, img_size=list(img_size),
+                                dtype='float32' if eval_precision == 'fp32' else f'float32, inference {eval_precision} '
+                                'autocast'),
                   errors={})
     if backend != 'pytorch':
         skipped = [m for m in metrics if m in INFERENCE_ONLY]
@@ -131,10 +170,11 @@ def benchmark_config(config: Union[str, Config],
     result['task'] = subject.task
     measures = dict(
         params=lambda: count_params(subject.model),
-        flops=lambda: dict(count_ops(subject.infer_fn(1), subject.model), batch_size=1),
-        latency=lambda: measure_latency(subject, warmup, repeats),
+        flops=lambda: measure_flops(subject, flops_convention),
+        latency=lambda: measure_latency(subject, warmup, repeats, eval_precision),
         throughput=lambda: measure_throughput(
-            lambda bs: time_fn(subject.infer_fn(bs), warmup, repeats, subject.device), batch_sizes, warmup, repeats),
+            lambda bs: time_fn(subject.infer_fn(bs, eval_precision), warmup, repeats, subject.device), batch_sizes,
+            warmup, repeats),
         train=lambda: measure_train(subject, train_batch_size, warmup, repeats, dataset_size))
     with tempfile.TemporaryDirectory() as export_dir:
         if backend != 'pytorch':

@@ -18,6 +18,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import mmeff  # noqa: F401  (registers mmeff's modules)
+from mmeff.utils.precision import autocast
 
 NUM_TRAIN_BOXES = 5  # ground-truth boxes per synthetic training image
 
@@ -127,14 +128,17 @@ class Subject:
             return det_data_samples(batch_size, self.img_size, num_classes, self.device)
         return cls_data_samples(batch_size, num_classes, self.device) if with_labels else None
 
-    def infer_fn(self, batch_size: int):
-        """The tensor forward of a batch (no post-processing), as a no-argument callable."""
+    def infer_fn(self, batch_size: int, precision: str = 'fp32'):
+        """The tensor forward of a batch (no post-processing), as a no-argument callable; under
+        ``torch.autocast`` at ``precision`` unless fp32."""
         inputs, samples = self.inputs(batch_size), self.data_samples(batch_size)
         self.model.eval()
+        context = autocast(precision, self.device)  # refuses what this machine cannot run, before timing
 
         @torch.no_grad()
         def infer():
-            return self.model(inputs, samples, mode='tensor')
+            with context:
+                return self.model(inputs, samples, mode='tensor')
 
         return infer
 

@@ -1,4 +1,4 @@
-"""Weight decay as RT-DETR's recipe sets it: none on any norm layer or bias, backbone included.
+"""Optimizer wrapper constructors: RT-DETR's weight decay, and parameter groups for shared modules.
 
 RT-DETR, Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", CVPR 2024,
 https://arxiv.org/abs/2304.08069 (Sec. 5.1).
@@ -11,7 +11,7 @@ from torch.nn import GroupNorm, LayerNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from mmeff.registry import DET_OPTIM_WRAPPER_CONSTRUCTORS
+from mmeff.registry import CLS_OPTIM_WRAPPER_CONSTRUCTORS, DET_OPTIM_WRAPPER_CONSTRUCTORS
 
 NORM_LAYERS = (_BatchNorm, _InstanceNorm, GroupNorm, LayerNorm)
 
@@ -44,3 +44,28 @@ class NoDecayNormBiasConstructor(DefaultOptimWrapperConstructor):
         for group in params:
             if any(id(param) in no_decay for param in group['params']):
                 group['weight_decay'] = 0.0
+
+
+@CLS_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+@DET_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class SharedModuleConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's default constructor for models that register one module under several parents
+    (CoaT: a scale's convolutional position encoding belongs to the backbone and to each serial block).
+
+    With a ``paramwise_cfg``, mmengine walks the module tree and gives a shared parameter a group
+    under every parent, which torch refuses ("some parameters appear in more than one parameter
+    group"); here each parameter keeps only its first group, under its first name.
+    """
+
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   is_dcn_module: Optional[int] = None) -> None:
+        super().add_params(params, module, prefix, is_dcn_module)
+        if prefix:  # a recursive call on a submodule: the top-level call dedups every group
+            return
+        seen = set()
+        for group in params:
+            group['params'] = [p for p in group['params'] if id(p) not in seen and not seen.add(id(p))]
+        params[:] = [group for group in params if group['params']]

@@ -59,7 +59,9 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], warmup: int, repea
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or 'out of memory' in str(error)
+    # torch's CPU allocator raises a RuntimeError saying 'DefaultCPUAllocator: not enough memory'
+    return (isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or 'out of memory' in str(error)
+            or 'not enough memory' in str(error))
 
 
 def describe_error(error: BaseException) -> str:

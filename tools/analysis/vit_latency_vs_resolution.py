@@ -5,7 +5,7 @@ sub-quadratically in the number of tokens.
         [--warmup 3] [--repeats 10] [--threads N] [--out-dir work_dirs/latency_vs_resolution]
 
 Default configs: the ViT-S size of every architecture in the repository's configs/vit
-(``*_small_p16_in1k-224.py``) and CaiT-S24. Each model is built for each size
+(``*[_-]small_p16_in1k-224.py``, e.g. ``gfnet_vit-small``) and CaiT-S24. Each model is built for each size
 (``model.backbone.img_size``, so position embeddings and per-position weights have that grid), with
 random weights, in eval mode; the latency of one image is the median of ``--repeats`` calls after
 ``--warmup`` (``mmeff.utils.timing.time_fn``).
@@ -35,7 +35,7 @@ from mmeff.paths import CONFIGS_DIR
 from mmeff.utils.timing import describe_error, environment, time_fn
 
 # under the repository's configs/, wherever the script is run from
-DEFAULT_CONFIGS = ('vit/*/*_small_p16_in1k-224.py', 'vit/cait/cait_s24_p16_in1k-224.py')
+DEFAULT_CONFIGS = ('vit/*/*[_-]small_p16_in1k-224.py', 'vit/cait/cait_s24_p16_in1k-224.py')
 
 
 def parse_args():

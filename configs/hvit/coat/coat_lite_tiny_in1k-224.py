@@ -5,3 +5,4 @@ model = dict(
     backbone=dict(type='CoaT', arch='lite_tiny', out_type='cls_token', drop_path_rate=0.1),
     neck=None,
     head=dict(in_channels=320))
+optim_wrapper = dict(constructor='SharedModuleConstructor')  # its position encodings are shared modules

@@ -64,9 +64,18 @@ class ViTWithMixer(BaseBackbone):
         mixer: config of the token mixer (``TOKEN_MIXERS``).
         mlp: config of the MLP block (``MLP_BLOCKS``).
         reducers: token-sequence reducers (``TOKEN_REDUCERS``), each with a ``layer`` key: the
-            index of the block it runs before or in (see ``vit_blocks``).
+            position in ``block_schedule`` (by default the index of the block) it runs before or
+            in (see ``vit_blocks``).
         norm_cfg: the blocks' and the final norm, from OpenMMLab's norm registry (e.g.
             ``dict(type='PRepBN')``, SLAB); ``None``: LayerNorm.
+        block_schedule: the blocks one forward pass applies, in order, as block indices;
+            ``None``: each of the ``depth`` blocks once. A block listed twice runs twice with the
+            same weights, e.g. ``[0, ..., 5, 0, ..., 5]`` with a ``TokenLearnerV11`` at
+            ``layer=6``: the authors' TokenLearner-8-50, which after the learner runs its first 6
+            blocks again. Blocks ``0 .. max(block_schedule)`` are built, each must be listed, and
+            block ``i`` keeps the drop path rate of block ``i`` of a ``depth``-block model. An
+            ``'after_mixer'`` reducer sits inside its block, so that block must be listed once.
+        single_residual: blocks with one residual around mixer and MLP (GFNet's block; ``ViTBlock``).
 
     ``forward(x)`` returns the features; ``forward(x, return_aux_losses=True)`` returns
     ``(features, {part name: loss})`` with the auxiliary losses of the parts (DynamicViT, A-ViT,
@@ -91,6 +100,8 @@ class ViTWithMixer(BaseBackbone):
                  mlp: Mapping = MappingProxyType(dict(type='Mlp')),
                  reducers: Sequence[Mapping] = (),
                  norm_cfg: Optional[Mapping] = None,
+                 block_schedule: Optional[Sequence[int]] = None,
+                 single_residual: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         size = resolve_arch(arch, VIT_ARCHS)
@@ -108,6 +119,8 @@ class ViTWithMixer(BaseBackbone):
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.patch_size = patch_size
         self.grid_size = check_divisible(self.img_size, patch_size)
+        # a plain tuple, not a buffer: the schedule is architecture, so checkpoints stay unchanged
+        self.block_schedule = schedule = _check_block_schedule(block_schedule, depth)
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels,
@@ -132,16 +145,22 @@ class ViTWithMixer(BaseBackbone):
             grid_size=self.grid_size,
             num_prefix_tokens=self.num_prefix_tokens,
             num_tokens=num_patches + self.num_prefix_tokens)
-        before, inside = {}, {}
+        before, inside = {}, {}  # by position in the schedule
         for cfg in reducers:
             cfg = dict(cfg)
             layer = cfg.pop('layer')
-            if not 0 <= layer < depth or layer in before or layer in inside:
-                raise ValueError(f'reducer layer={layer} must be a block index in [0, {depth}) '
+            if not 0 <= layer < len(schedule) or layer in before or layer in inside:
+                index_kind = 'block index' if block_schedule is None else 'position in block_schedule'
+                raise ValueError(f'reducer layer={layer} must be a {index_kind} in [0, {len(schedule)}) '
                                  'holding no other reducer')
             reducer = build_vit_part(TOKEN_REDUCERS, cfg, **context)
+            if reducer.position != 'before_block' and schedule.count(schedule[layer]) > 1:
+                raise ValueError(f'{type(reducer).__name__} at layer={layer} runs inside block '
+                                 f'{schedule[layer]}, which block_schedule applies '
+                                 f'{schedule.count(schedule[layer])} times; it would reduce at every one')
             (before if reducer.position == 'before_block' else inside)[layer] = reducer
         self.reducers = nn.ModuleDict({str(layer): reducer for layer, reducer in before.items()})
+        inside_by_block = {schedule[layer]: reducer for layer, reducer in inside.items()}
         drop_path_rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear rule
         self.blocks = nn.ModuleList(
             ViTBlock(
@@ -151,11 +170,12 @@ class ViTWithMixer(BaseBackbone):
                 init_values=init_values,
                 drop_path_rate=drop_path_rates[i],
                 norm_eps=norm_eps,
-                reducer=inside.get(i),
-                norm_cfg=norm_cfg) for i in range(depth))
+                reducer=inside_by_block.get(i),
+                norm_cfg=norm_cfg,
+                single_residual=single_residual) for i in range(max(schedule) + 1))
         for layer, reducer in {**before, **inside}.items():  # a keep mask reaches every later block
-            for block in self.blocks[layer:]:
-                reducer.check_mixer(block.mixer)
+            for i in schedule[layer:]:
+                reducer.check_mixer(self.blocks[i].mixer)
         self.norm = build_token_norm(norm_cfg, embed_dim, norm_eps)
 
     def train(self, mode: bool = True) -> 'ViTWithMixer':
@@ -200,10 +220,10 @@ class ViTWithMixer(BaseBackbone):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x)
         state = TokenState.of_patch_grid(hw)
-        for i, block in enumerate(self.blocks):
-            if str(i) in self.reducers:
-                x, state = self.reducers[str(i)](x, state)
-            x, state = block(x, state)
+        for layer, i in enumerate(self.block_schedule):
+            if str(layer) in self.reducers:
+                x, state = self.reducers[str(layer)](x, state)
+            x, state = self.blocks[i](x, state)
         return x, state
 
     def forward_patch_stage(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,3 +245,18 @@ class ViTWithMixer(BaseBackbone):
         tokens, state = self.forward_tokens(x)
         outs = self.readout(tokens, state)
         return (outs, dict(state.aux_losses)) if return_aux_losses else outs
+
+
+def _check_block_schedule(block_schedule: Optional[Sequence[int]], depth: int) -> Tuple[int, ...]:
+    """``block_schedule`` as a tuple of block indices; ``None``: every block once, in order."""
+    if block_schedule is None:
+        return tuple(range(depth))
+    schedule = tuple(block_schedule) if isinstance(block_schedule, (list, tuple)) else ()
+    # type(i) is int: a float or bool index is a typo, not a block
+    valid = (schedule and all(type(i) is int and 0 <= i < depth for i in schedule)
+             and set(schedule) == set(range(max(schedule) + 1)))
+    if not valid:
+        raise ValueError(f'block_schedule must be a non-empty list of block indices in [0, {depth}) '
+                         'listing every block from 0 to its largest index (blocks never applied would '
+                         f'be dead weights), got {block_schedule!r}')
+    return schedule

@@ -78,10 +78,11 @@ class WaveletAttention(nn.Module):
             raise ValueError(f'Wave-ViT embed_dim={embed_dim} must be divisible by 4 (the 4 wavelet sub-bands)')
         self.num_heads = num_heads
         self.attn_drop = attn_drop
-        norm_cfg = dict(type='BN')
-        self.reduce = ConvModule(embed_dim, embed_dim // 4, 1, norm_cfg=norm_cfg)
+        # conv (with a bias, as the authors' even before the BN), BN, ReLU
+        conv_bn_relu = dict(bias=True, norm_cfg=dict(type='BN'))
+        self.reduce = ConvModule(embed_dim, embed_dim // 4, 1, **conv_bn_relu)
         self.dwt = HaarDWT()
-        self.filter = ConvModule(embed_dim, embed_dim, 3, padding=1, norm_cfg=norm_cfg)
+        self.filter = ConvModule(embed_dim, embed_dim, 3, padding=1, **conv_bn_relu)
         self.idwt = HaarIDWT()
         self.kv_embed = nn.Conv2d(embed_dim, embed_dim, sr_ratio, sr_ratio) if sr_ratio > 1 else nn.Identity()
         self.q = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
@@ -114,8 +115,9 @@ class WaveViTBlock(nn.Module):
         self.attn = attn
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(embed_dim, eps=1e-6)
-        # mmdet's PVTv2 MLP (1x1 conv, depth-wise 3x3, GELU, 1x1 conv); it adds the residual itself.
-        self.mlp = MixFFN(embed_dim, int(embed_dim * mlp_ratio), ffn_drop=drop_rate,
+        # mmdet's PVTv2 MLP (1x1 conv, depth-wise 3x3, GELU, 1x1 conv; the depth-wise conv only with
+        # use_conv=True); it adds the residual itself.
+        self.mlp = MixFFN(embed_dim, int(embed_dim * mlp_ratio), ffn_drop=drop_rate, use_conv=True,
                           dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate))
 
     def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:

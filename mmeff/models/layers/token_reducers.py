@@ -112,17 +112,18 @@ class ToMeMerge(TokenReducer):
 class TokenLearner(TokenReducer):
     """TokenLearner (Ryoo et al., https://arxiv.org/abs/2106.11297).
 
-    Before block ``layer``, the patch tokens are replaced by ``num_tokens`` learned tokens: each is
-    the spatial average of the tokens weighted by its own attention map
-    ``alpha_i(X) = sigmoid(MLP(LN(X)))_i``. The class token is kept in front.
+    Before block ``layer``, the patch tokens are replaced by ``learned_tokens`` learned tokens: each
+    is the spatial average of the tokens weighted by its own attention map
+    ``alpha_i(X) = sigmoid(MLP(LN(X)))_i``. The class token is kept in front. (``learned_tokens``,
+    not ``num_tokens``: the skeleton fills that name with its sequence length.)
     """
 
     position = 'before_block'
 
-    def __init__(self, embed_dim: int, num_tokens: int = 8):
+    def __init__(self, embed_dim: int, learned_tokens: int = 8):
         super().__init__()
         self.maps = nn.Sequential(
-            nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, num_tokens))
+            nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, learned_tokens))
 
     def forward(self, x: torch.Tensor, state: TokenState,
                 query_key: Optional[QueryKey] = None) -> Tuple[torch.Tensor, TokenState]:
@@ -130,6 +131,41 @@ class TokenLearner(TokenReducer):
         weights = self.maps(patches).sigmoid()  # B, N - 1, S
         learned = weights.transpose(1, 2) @ patches / patches.shape[1]  # B, S, C
         return torch.cat([x[:, :1], learned], dim=1), dataclasses.replace(state, hw=None)
+
+
+@TOKEN_REDUCERS.register_module()
+class TokenLearnerV11(TokenReducer):
+    """TokenLearner v1.1 (scenic's ``TokenLearnerModuleV11``), the learner Which Transformer to Favor trains.
+
+    Before block ``layer``, the patch tokens are replaced by ``learned_tokens`` learned tokens: each
+    is a convex combination of the patch tokens, with weights ``softmax_N(MLP(LN(X)))_i`` from a GELU
+    MLP of hidden width ``mlp_ratio * embed_dim``. Version 1.1 replaces the sigmoid spatial maps of
+    ``TokenLearner`` by this MLP and a softmax over the tokens. The class token is kept in front.
+
+    Args:
+        learned_tokens: the number of learned tokens (not ``num_tokens``: the skeleton offers that
+            name as its sequence length).
+        mlp_ratio: hidden width of the MLP over ``embed_dim``; the skeleton's, as the authors'.
+        drop_rate: dropout after both layers of the MLP; the skeleton's, as the authors'.
+        norm_eps: the LayerNorm's epsilon (the authors': the ViT's 1e-6).
+    """
+
+    position = 'before_block'
+
+    def __init__(self, embed_dim: int, learned_tokens: int = 8, mlp_ratio: float = 4.0,
+                 drop_rate: float = 0.0, num_prefix_tokens: int = 1, norm_eps: float = 1e-6):
+        super().__init__()
+        self.num_prefix_tokens = num_prefix_tokens
+        hidden = int(embed_dim * mlp_ratio)
+        self.maps = nn.Sequential(
+            nn.LayerNorm(embed_dim, eps=norm_eps), nn.Linear(embed_dim, hidden), nn.GELU(), nn.Dropout(drop_rate),
+            nn.Linear(hidden, learned_tokens), nn.Dropout(drop_rate))
+
+    def forward(self, x: torch.Tensor, state: TokenState,
+                query_key: Optional[QueryKey] = None) -> Tuple[torch.Tensor, TokenState]:
+        prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
+        weights = self.maps(patches).transpose(1, 2).softmax(dim=-1)  # B, S, N: a distribution over tokens
+        return torch.cat([prefix, weights @ patches], dim=1), dataclasses.replace(state, hw=None)
 
 
 @TOKEN_REDUCERS.register_module()

@@ -220,7 +220,9 @@ class ViTBlock(nn.Module, Reparameterizable):
 
     ``x = x + drop_path(ls1(mixer(norm1(x), hw)))``, then the MLP the same way; LayerScale
     (CaiT, https://arxiv.org/abs/2103.17239) when ``init_values`` is set. An ``'after_mixer'``
-    ``reducer`` runs between the two, with the mixer's ``QueryKey`` if it needs it. The block passes
+    ``reducer`` runs between the two, with the mixer's ``QueryKey`` if it needs it.
+    ``single_residual``: GFNet's block (https://arxiv.org/abs/2107.00645), one residual around both,
+    ``x = x + drop_path(ls2(mlp(norm2(mixer(norm1(x), hw)))))``; it has no ``ls1`` and no reducer. The block passes
     the ``TokenState``'s keep mask to its mixer and adds its MLP's auxiliary loss to the state.
 
     ``mixer`` is a ``TokenMixer``; a hierarchical backbone may pass any module mixing tokens as
@@ -235,11 +237,16 @@ class ViTBlock(nn.Module, Reparameterizable):
                  drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-6,
                  reducer: Optional[TokenReducer] = None,
-                 norm_cfg: Optional[Mapping] = None):
+                 norm_cfg: Optional[Mapping] = None,
+                 single_residual: bool = False):
         super().__init__()
+        if single_residual and reducer is not None:
+            raise ValueError(f'{type(reducer).__name__} runs between the mixer and the MLP, which a '
+                             'single-residual block (single_residual=True, GFNet) does not separate')
+        self.single_residual = single_residual
         self.norm1 = build_token_norm(norm_cfg, embed_dim, norm_eps)
         self.mixer = mixer
-        self.ls1 = self._layer_scale(embed_dim, init_values)
+        self.ls1 = nn.Identity() if single_residual else self._layer_scale(embed_dim, init_values)
         self.norm2 = build_token_norm(norm_cfg, embed_dim, norm_eps)
         self.mlp = mlp
         self.ls2 = self._layer_scale(embed_dim, init_values)
@@ -276,12 +283,18 @@ class ViTBlock(nn.Module, Reparameterizable):
 
     def forward(self, x: torch.Tensor, state: TokenState) -> Tuple[torch.Tensor, TokenState]:
         mixed, query_key = self.mix(self.norm1(x), state)
+        if self.single_residual:
+            return self.add_mlp(x, mixed, state)
         x = x + self.drop_path(self.ls1(mixed))
         if self.reducer is not None:
             x, state = self.reducer(x, state, query_key)
+        return self.add_mlp(x, x, state)
+
+    def add_mlp(self, residual: torch.Tensor, x: torch.Tensor, state: TokenState) -> Tuple[torch.Tensor, TokenState]:
+        """``residual + drop_path(ls2(mlp(norm2(x))))``, the MLP's auxiliary loss added to ``state``."""
         if self.mlp.has_aux_loss:
             out, loss = self.mlp(self.norm2(x), return_aux_loss=True)
             state = state.with_aux_loss(type(self.mlp).__name__, loss)
         else:
             out = self.mlp(self.norm2(x))
-        return x + self.drop_path(self.ls2(out)), state
+        return residual + self.drop_path(self.ls2(out)), state

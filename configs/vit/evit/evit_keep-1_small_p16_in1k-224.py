@@ -1,0 +1,4 @@
+# EViT-S/16 as *Which Transformer to Favor* measured it: its authors' `evit_small_patch16` keeps EViT's default keep
+# rate 1, so no token is removed and the model computes as ViT-S. EViT's token removal: evit_small_p16_in1k-224.py.
+_base_ = './evit_small_p16_in1k-224.py'
+model = dict(backbone=dict(reducers=[dict(type='EViTReorganize', keep_rate=1.0, layer=i) for i in (3, 6, 9)]))

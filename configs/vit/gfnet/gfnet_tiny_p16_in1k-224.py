@@ -1,3 +1,0 @@
-# GFNet (ViT sizes, no class token), ViT-Tiny/16 on ImageNet-1k at 224 px (fourier).
-_base_ = '../_base_/wttf_tiny_in1k_224.py'
-model = dict(backbone=dict(with_cls_token=False, out_type='avg', mixer=dict(type='GlobalFilter')))
