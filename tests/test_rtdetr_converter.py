@@ -2,6 +2,7 @@
 converts and loads strictly into the mmeff model of that size; unknown keys stop the tool."""
 import ast
 import copy
+import os.path as osp
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from mmeff.converters.rtdetr_official import (
 )
 from mmeff.registry import DET_MODELS
 
-from conftest import RTDETR_KEYS_DIR, run_tool
+from conftest import REPO, RTDETR_KEYS_DIR, run_tool
 
 R50_MODEL = dict(
     type='RTDETR', num_queries=300, feat_channels=(256, 256, 256),
@@ -193,3 +194,28 @@ def test_cli_stops_on_wrong_config(r18_files):
     assert proc.returncode != 0 and not dst.exists()
     # R34 has a 4th decoder layer and more backbone blocks than the R18 weights.
     assert 'missing' in proc.stderr and 'decoder.layers.3.norm1.weight' in proc.stderr
+
+
+def test_cli_checks_an_official_release_file_against_its_config(r18_files, tmp_path):
+    """A file named as the official release is checked against the config of its architecture."""
+    tmp, official = r18_files
+    src = tmp_path / 'rtdetrv2_r18vd_120e_coco.pth'
+    src.write_bytes((tmp / 'official.pth').read_bytes())
+    proc = run_tool('tools/convert_rtdetr_official.py', str(src), str(tmp_path / 'out.pth'))
+    assert 'official release of configs/rtdetr/rtdetr_r18vd_4xb4-72e_coco.py' in proc.stdout
+    assert 'matches' in proc.stdout, proc.stdout
+    wrong = tmp_path / 'rtdetrv2_r34vd_120e_coco_ema.pth'  # R18 weights under R34's release name
+    wrong.write_bytes(src.read_bytes())
+    proc = run_tool('tools/convert_rtdetr_official.py', str(wrong), str(tmp_path / 'wrong.pth'), check=False)
+    assert proc.returncode != 0 and 'do not fit' in proc.stderr
+
+
+def test_every_official_release_names_an_existing_config():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('convert', osp.join(REPO, 'tools/convert_rtdetr_official.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for name, config in tool.RELEASES.items():
+        assert osp.exists(osp.join(REPO, config)), (name, config)
+    proc = run_tool('tools/convert_rtdetr_official.py', '--list')
+    assert len(proc.stdout.splitlines()) == len(tool.RELEASES) and tool.RELEASE_URL in proc.stdout

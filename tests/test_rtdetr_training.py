@@ -1,6 +1,7 @@
 """RT-DETR learns on the demo shapes, and custom-dataset mistakes and edge cases are handled:
 every loss term falls, the demo reaches its mAP on held-out images, num_classes mismatches stop the start-up,
 box-free images and ranks train, non-square test images come back in original coordinates."""
+import glob
 import json
 import os
 import os.path as osp
@@ -258,3 +259,7 @@ def test_demo_script_learns_and_reports(tmp_path):
     assert len(maps) == 2 and min(maps) >= 0.25
     table = proc.stdout[proc.stdout.rindex('rtdetr_r18vd_demo-256') - 2000:]
     assert 'params' in table and 'GFLOPs' in table and 'latency' in table
+    pictures = re.search(r'annotated validation images .*: (\S+) \((\d+) images\)', proc.stdout)
+    assert pictures and int(pictures[2]) > 0, proc.stdout[-2000:]
+    drawn = glob.glob(osp.join(pictures[1], '*.jpg')) + glob.glob(osp.join(pictures[1], '*.png'))
+    assert len(drawn) == int(pictures[2])

@@ -224,6 +224,7 @@ def test_gfnet_and_wavevit_macs_match_the_paper(path):
     assert gmacs == pytest.approx(PAPER_GMACS[path], rel=0.01)
 
 
+@pytest.mark.usefixtures('mmpretrain_scope')
 def test_gfnet_block_has_one_residual_around_filter_and_mlp():
     """GFNet's block: x + MLP(LN(GF(LN(x)))), not the ViT block's two residuals."""
     backbone = build_config('configs/vit/gfnet/gfnet_ti_p16_in1k-224.py', device='cpu').backbone.eval()

@@ -1,11 +1,13 @@
 """The timm models that have the same architecture as an mmeff config: parity and speed targets.
 
 :data:`TIMM_TWINS` is the one list of them (config, timm model, converter), so that the parity test
-(``tests/test_timm_twins.py``) and the speed comparisons (``mmeff.benchmark.twins``,
-``tools/analysis/backbone_speed_vs_timm.py``) cover every twin, and no model file names a config.
+(``tests/test_timm_twins.py``), the weight conversion (``tools/convert_timm.py``) and the speed comparisons
+(``mmeff.benchmark.twins``, ``tools/analysis/backbone_speed_vs_timm.py``) cover every twin, and no model
+file names a config. :data:`RELATIVE_TOLERANCE` and :func:`parity_problems` are the one parity criterion
+the test and the conversion tool apply.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import torch
 from mmengine.config import Config
@@ -41,6 +43,11 @@ class TimmTwin:
     convert: Callable[[StateDict], dict]  # timm state dict -> mmeff ImageClassifier state dict
     timm_kwargs: Dict[str, object] = field(default_factory=dict)
     img_size: int = 224
+
+    @property
+    def tolerance(self) -> float:
+        """The largest max |logit diff| / std of timm's logits the pair may have (its architecture's)."""
+        return RELATIVE_TOLERANCE[self.arch]
 
 
 # One row a family: arch, config (under configs/) and timm name with '{}' for each size (smallest first),
@@ -94,6 +101,61 @@ def _twins() -> Dict[str, TimmTwin]:
 
 
 TIMM_TWINS: Dict[str, TimmTwin] = _twins()  # config -> twin, in the order of _FAMILIES
+
+
+# max |logit diff| / std of timm's logits, per architecture: ~10x the largest over its registered
+# variants (in the comments; float32, tests/helpers/timm_parity.randomize_scaled_ weights), at least 1e-5.
+RELATIVE_TOLERANCE = dict(
+    vit=1e-5,                # 0 (bitwise equal)
+    cait=2e-5,               # 1.3e-6
+    swin=2e-5,               # 1.2e-6
+    swinv2=2e-5,             # 1.2e-6
+    xcit=2e-5,               # 1.6e-6
+    mixer=1e-4,              # 7.9e-6
+    resnet=1e-5,             # 0
+    efficientformerv2=2e-5,  # 1.3e-6
+    # 1.3e-4 (fastvit_t12, others <= 2.1e-5): float32 rounding, not a mismatch: each side differs
+    # from its float64 self by 1e-4..2e-4 of the std, and the two agree in float64 to 3e-13.
+    fastvit=2e-3,
+    swiftformer=2e-5,        # 1.2e-6
+    nextvit=1e-5,            # 0
+    focalnet=2e-4,           # 1.3e-5
+    efficientvit=1e-4,       # 7.9e-6 (the L models; the B models 0)
+    coat=1e-4,               # 5.3e-6
+)
+# Below these the comparison says nothing: logits ~constant (std < MIN_SPREAD), or the same for every
+# image (std of two images' difference < MIN_SIGNAL x the spread, e.g. weights that zero the features,
+# where the logits are the head's bias and any backbone would pass).
+MIN_SPREAD = 0.1  # measured >= 0.38 (mixer_b16)
+MIN_SIGNAL = 1e-3  # of the spread; measured >= 0.0095 (efficientvit_b0), 1e-7..0 with randomize_'s weights
+
+
+def compare_logits(reference: torch.nn.Module, model: torch.nn.Module, images: torch.Tensor) -> dict:
+    """timm model ``reference`` and mmeff classifier ``model`` (both in eval mode) on ``images`` (a batch of
+    at least 2): ``diff``, the max |logit difference|; ``spread``, the std of timm's logits; ``signal``, the
+    std of the difference between the first two images' timm logits (how much the logits depend on the
+    input)."""
+    with torch.no_grad():
+        expected, actual = reference(images), model(images, mode='tensor')
+    if expected.shape != actual.shape:
+        raise ValueError(f'timm gives logits of shape {tuple(expected.shape)}, mmeff {tuple(actual.shape)}')
+    return dict(diff=(expected - actual).abs().max().item(), spread=expected.std().item(),
+                signal=(expected[0] - expected[1]).std().item())
+
+
+def parity_problems(twin: TimmTwin, result: dict) -> List[str]:
+    """Why :func:`compare_logits`' ``result`` does not show the pair computing the same function (empty
+    when it does): a diff above ``twin.tolerance`` x the spread, or logits that do not depend on the input."""
+    problems = []
+    if not result['spread'] >= MIN_SPREAD:
+        problems.append(f"timm's logits are ~constant (std {result['spread']:.3e} < {MIN_SPREAD})")
+    elif not result['signal'] >= MIN_SIGNAL * result['spread']:
+        problems.append(f"timm's logits do not depend on the input (two images' logits differ by std "
+                        f"{result['signal']:.3e} < {MIN_SIGNAL} x the logit std {result['spread']:.3e})")
+    if not result['diff'] <= twin.tolerance * result['spread']:
+        problems.append(f"max |logit diff| {result['diff']:.3e} > {twin.tolerance:g} x the logit std "
+                        f"{result['spread']:.3e} = {twin.tolerance * result['spread']:.3e}")
+    return problems
 
 
 def create_timm_model(twin: TimmTwin) -> torch.nn.Module:

@@ -2,7 +2,7 @@
 import torch
 from mmengine.config import Config
 
-from mmeff.converters.twins import TimmTwin, build_like_timm, create_timm_model
+from mmeff.converters.twins import TimmTwin, build_like_timm, compare_logits, create_timm_model
 from mmeff.paths import config_path
 from mmeff.registry import CLS_MODELS
 
@@ -69,11 +69,7 @@ def timm_logit_diff(twin: TimmTwin, batch_size: int = 2) -> dict:
     randomize_scaled_(reference)
     model = build_like_timm(twin, reference)
     images = torch.randn(batch_size, 3, twin.img_size, twin.img_size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected, actual = reference(images), model(images, mode='tensor')
-    assert expected.shape == actual.shape == (batch_size, 1000), (expected.shape, actual.shape)
-    result = dict(diff=(expected - actual).abs().max().item(), spread=expected.std().item(),
-                  signal=(expected[0] - expected[1]).std().item())
+    result = compare_logits(reference, model, images)  # raises if the logits' shapes differ
     print(f"{twin.config} vs timm {twin.timm_name}: max |logit diff| = {result['diff']:.3e}, logit std "
           f"{result['spread']:.3e} (diff / std {result['diff'] / result['spread']:.2e}), std of the "
           f"difference between two images' logits {result['signal']:.3e}")

@@ -101,7 +101,8 @@ class CaiT(ViTWithMixer):
 
     def init_weights(self):
         super().init_weights()
-        trunc_normal_(self.class_token, std=0.02)
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+            trunc_normal_(self.class_token, std=0.02)  # not over the loaded one
 
     def readout(self, tokens: torch.Tensor, state: TokenState) -> Tuple[torch.Tensor]:
         """Patch tokens [B, N, C] -> the class token after the class-attention layers [B, C]."""

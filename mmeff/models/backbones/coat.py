@@ -182,7 +182,7 @@ class CoaT(PyramidBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.0),
                      dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0))):
-        super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
+        super().__init__(init_cfg=list(init_cfg) if isinstance(init_cfg, (list, tuple)) else init_cfg)
         arch = self.resolve_arch(arch)
         dims, depths, mlp_ratios = arch['embed_dims'], arch['serial_depths'], arch['mlp_ratios']
         self.parallel_depth = arch['parallel_depth']
@@ -214,6 +214,8 @@ class CoaT(PyramidBackbone):
 
     def init_weights(self) -> None:
         super().init_weights()
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            return  # the tokens were loaded
         for token in self.cls_tokens:
             trunc_normal_(token, std=0.02)
 

@@ -195,7 +195,7 @@ class EfficientViTMIT(PyramidBackbone):
                  drop_path_rate: float = 0.0, freeze_at: int = -1, freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0), )):
-        super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
+        super().__init__(init_cfg=list(init_cfg) if isinstance(init_cfg, (list, tuple)) else init_cfg)
         arch = self.resolve_arch(arch)
         if arch['series'] not in SERIES:
             raise KeyError(f"unknown series {arch['series']!r}; choose one of {', '.join(SERIES)}")

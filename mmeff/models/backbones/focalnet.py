@@ -149,7 +149,7 @@ class FocalNet(PyramidBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0),
                      dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0))):
-        super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
+        super().__init__(init_cfg=list(init_cfg) if isinstance(init_cfg, (list, tuple)) else init_cfg)
         arch = self.resolve_arch(arch)
         depths = arch['depths']
         if focal_level < 1:

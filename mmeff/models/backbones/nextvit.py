@@ -222,7 +222,7 @@ class NextViT(PyramidBackbone, Reparameterizable):
                  freeze_norm: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = (
                      dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0), )):
-        super().__init__(init_cfg=list(init_cfg) if init_cfg is not None else None)
+        super().__init__(init_cfg=list(init_cfg) if isinstance(init_cfg, (list, tuple)) else init_cfg)
         depths = self.resolve_arch(arch)['depths']
         if depths[2] % 5:
             raise ValueError(f'stage 3 repeats 4 NCB + 1 NTB, so its depth must be a multiple of 5, got {depths[2]}')
