@@ -16,8 +16,25 @@ from mmeff.registry import CLS_OPTIM_WRAPPER_CONSTRUCTORS, DET_OPTIM_WRAPPER_CON
 NORM_LAYERS = (_BatchNorm, _InstanceNorm, GroupNorm, LayerNorm)
 
 
+class GroupFixingConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's default constructor, then :meth:`fix_groups` once on all the groups it made
+    (mmengine's ``add_params`` recurses into the submodules, each call with a ``prefix``)."""
+
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   is_dcn_module: Optional[int] = None) -> None:
+        super().add_params(params, module, prefix, is_dcn_module)
+        if not prefix:
+            self.fix_groups(params, module)
+
+    def fix_groups(self, params: List[dict], module: nn.Module) -> None:
+        raise NotImplementedError
+
+
 @DET_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class NoDecayNormBiasConstructor(DefaultOptimWrapperConstructor):
+class NoDecayNormBiasConstructor(GroupFixingConstructor):
     """mmengine's default constructor, then weight decay 0 on every norm parameter and bias.
 
     mmengine skips ``norm_decay_mult`` / ``bias_decay_mult`` for the parameters that a
@@ -28,14 +45,7 @@ class NoDecayNormBiasConstructor(DefaultOptimWrapperConstructor):
     non-empty ``paramwise_cfg`` (without one mmengine builds a single parameter group).
     """
 
-    def add_params(self,
-                   params: List[dict],
-                   module: nn.Module,
-                   prefix: str = '',
-                   is_dcn_module: Optional[int] = None) -> None:
-        super().add_params(params, module, prefix, is_dcn_module)
-        if prefix:  # a recursive call on a submodule: the top-level call fixes every group
-            return
+    def fix_groups(self, params: List[dict], module: nn.Module) -> None:
         no_decay = {
             id(param)
             for child in module.modules() for name, param in child.named_parameters(recurse=False)
@@ -48,7 +58,7 @@ class NoDecayNormBiasConstructor(DefaultOptimWrapperConstructor):
 
 @CLS_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 @DET_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class SharedModuleConstructor(DefaultOptimWrapperConstructor):
+class SharedModuleConstructor(GroupFixingConstructor):
     """mmengine's default constructor for models that register one module under several parents
     (CoaT: a scale's convolutional position encoding belongs to the backbone and to each serial block).
 
@@ -57,14 +67,7 @@ class SharedModuleConstructor(DefaultOptimWrapperConstructor):
     group"); here each parameter keeps only its first group, under its first name.
     """
 
-    def add_params(self,
-                   params: List[dict],
-                   module: nn.Module,
-                   prefix: str = '',
-                   is_dcn_module: Optional[int] = None) -> None:
-        super().add_params(params, module, prefix, is_dcn_module)
-        if prefix:  # a recursive call on a submodule: the top-level call dedups every group
-            return
+    def fix_groups(self, params: List[dict], module: nn.Module) -> None:
         seen = set()
         for group in params:
             group['params'] = [p for p in group['params'] if id(p) not in seen and not seen.add(id(p))]
