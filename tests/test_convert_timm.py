@@ -53,7 +53,8 @@ def save_timm_weights(twin, directory, layout='plain'):
     if layout == 'safetensors':
         from safetensors.torch import save_file
         path = directory / 'timm.safetensors'
-        save_file({key: value.contiguous() for key, value in state_dict.items()}, str(path))
+        # cloned: safetensors refuses tensors that share memory (CoaT's shared position encodings)
+        save_file({key: value.clone().contiguous() for key, value in state_dict.items()}, str(path))
     else:
         path = directory / ('timm.bin' if layout == 'state_dict' else 'timm.pth')
         wrapped = {'plain': state_dict, 'model': {'model': state_dict, 'epoch': 3},
