@@ -236,3 +236,9 @@ def test_eval_amp_times_under_bf16_autocast_or_says_why_not(tmp_path):
     subject.infer_fn(1, 'bf16')()
     subject.infer_fn(1)()
     assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_eval_amp_is_refused_for_an_exported_backend(tmp_path):
+    from mmeff.benchmark import benchmark_config
+    with pytest.raises(ValueError, match='autocasts PyTorch'):
+        benchmark_config(str(tmp_path / 'unused.py'), ['latency'], backend='onnxruntime', eval_precision='bf16')

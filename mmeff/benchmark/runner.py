@@ -55,16 +55,6 @@ def measure_latency(subject: Subject, warmup: int, repeats: int, precision: str 
     return dict(time_fn(subject.infer_fn(1, precision), warmup, repeats, subject.device), batch_size=1)
 
 
-def auto_batch_sizes():
-    """1, 2, 4, ... (the generator is told each throughput and stops when it no longer rises)."""
-    batch_size, best = 1, 0.0
-    while batch_size <= AUTO_BATCH_LIMIT:
-        images_per_s = yield batch_size
-        if images_per_s < best * (1 + AUTO_BATCH_GAIN) and batch_size > 1:
-            return
-        best, batch_size = max(best, images_per_s), batch_size * 2
-
-
 def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_sizes: Union[str, Sequence[int]],
                        warmup: int, repeats: int) -> Dict[str, object]:
     """Images/s at each batch size (``time_batch(batch_size)`` times one batch), and the best one;
@@ -72,13 +62,9 @@ def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_size
     for the best batch: doubling from 1 until the throughput rises by less than
     :data:`AUTO_BATCH_GAIN` (on a CPU it saturates long before memory runs out) or memory runs out."""
     per_batch_size = {}
-    search = auto_batch_sizes() if batch_sizes == 'auto' else (bs for bs in sorted(batch_sizes))
-    images_per_s = None  # what the search is told after each batch size (a fixed list ignores it)
-    while True:
-        try:
-            batch_size = search.send(images_per_s)
-        except StopIteration:
-            break
+    search = batch_sizes == 'auto'
+    sizes = [2**i for i in range(AUTO_BATCH_LIMIT.bit_length())] if search else sorted(batch_sizes)
+    for batch_size in sizes:
         try:
             timing = time_batch(batch_size)
         except Exception as error:
@@ -86,7 +72,10 @@ def measure_throughput(time_batch: Callable[[int], Dict[str, float]], batch_size
                 raise
             per_batch_size[batch_size] = 'out of memory'
             break
-        per_batch_size[batch_size] = images_per_s = batch_size / timing['median']
+        best_so_far = max(per_batch_size.values(), default=0.0)
+        per_batch_size[batch_size] = batch_size / timing['median']
+        if search and per_batch_size[batch_size] < best_so_far * (1 + AUTO_BATCH_GAIN):
+            break
     measured = {bs: ips for bs, ips in per_batch_size.items() if not isinstance(ips, str)}
     if not measured:
         raise MemoryError(f'out of memory at the smallest batch size {min(per_batch_size)}')
@@ -148,6 +137,9 @@ def benchmark_config(config: Union[str, Config],
         raise ValueError(f'unknown metrics {sorted(unknown)}; choose from {METRICS}')
     if flops_convention not in FLOP_CONVENTIONS:
         raise ValueError(f'unknown FLOP convention {flops_convention!r}; choose from {FLOP_CONVENTIONS}')
+    if eval_precision != 'fp32' and backend != 'pytorch':
+        raise ValueError(f'eval_precision={eval_precision!r} autocasts PyTorch; an exported backend ({backend}) runs '
+                         'the precision of its deploy config (side by side: --backend ... --precision ...)')
     check_backend(backend)
     logger = MMLogger.get_current_instance()
     img_size = tuple(img_size) * 2 if len(img_size) == 1 else tuple(img_size)

@@ -7,8 +7,9 @@ params, GMACs (torchprofile), GFLOPs (fvcore with their op weights), A100 throug
 mmeff's baseline); the first row of a config speaks for it.
 """
 import csv
+import functools
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 PAPER_TABLE = osp.join(osp.dirname(__file__), 'wttf_paper.csv')
 NUMERIC = ('params_M', 'GMACs_torchprofile', 'GFLOPs_fvcore_custom', 'throughput_img_s', 'throughput_batch_size',
@@ -16,12 +17,18 @@ NUMERIC = ('params_M', 'GMACs_torchprofile', 'GFLOPs_fvcore_custom', 'throughput
            'top1_high_res', 'high_res')
 
 
-def load_paper_table() -> List[Dict[str, object]]:
+@functools.lru_cache(maxsize=None)
+def _read_table() -> Tuple[Dict[str, object], ...]:
     with open(PAPER_TABLE, newline='') as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         row.update({k: float(row[k]) if row[k] else None for k in NUMERIC})
-    return rows
+    return tuple(rows)
+
+
+def load_paper_table() -> List[Dict[str, object]]:
+    """The rows, as fresh dicts (the file is read once)."""
+    return [dict(row) for row in _read_table()]
 
 
 def _config_key(config: str) -> str:
